@@ -1,0 +1,458 @@
+"""The usage projection: usage events, meter facts and 15-minute buckets.
+
+Meters count every event of their type, whenever the meter was defined: defining a
+meter derives its facts from the usage events already projected. Because the log is
+applied in order, a rebuild from the log gives the same rows as the live run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import sqlalchemy as sa
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
+
+from domain.aggregation import Partial
+from domain.catalog import Customer, Meter, MeterSpec, parse_meter
+from domain.usage import UsageEvent
+from projections.bulk import bulk_insert, upsert
+from projections.tables import (
+    BUCKET_US,
+    customers,
+    meter_bucket_values,
+    meter_buckets,
+    meter_facts,
+    meters,
+    usage_events,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RECORDED = get_topic(UsageEvent.Recorded)
+CANCELLED = get_topic(UsageEvent.Cancelled)
+METER_DEFINED = get_topic(Meter.Defined)
+METER_UPDATED = get_topic(Meter.Updated)
+METER_ARCHIVED = get_topic(Meter.Archived)
+CUSTOMER_CREATED = get_topic(Customer.Created)
+CUSTOMER_UPDATED = get_topic(Customer.Updated)
+CATALOG_TOPICS = {
+    METER_DEFINED,
+    METER_UPDATED,
+    METER_ARCHIVED,
+    CUSTOMER_CREATED,
+    CUSTOMER_UPDATED,
+    CANCELLED,
+}
+
+
+def to_us(instant: datetime) -> int:
+    """Microseconds since the epoch: exact, and sortable in any database."""
+    return (instant - EPOCH) // _ONE_US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + us * _ONE_US
+
+
+_ONE_US = __import__("datetime").timedelta(microseconds=1)
+
+
+def untag(value: Any) -> Any:
+    """Undo the library transcoder's tagging of Decimals and datetimes."""
+    if isinstance(value, dict):
+        if value.keys() == {"_type_", "_data_"}:
+            kind, data = value["_type_"], value["_data_"]
+            if kind == "decimal_str":
+                return Decimal(data)
+            if kind == "datetime_iso":
+                return datetime.fromisoformat(data)
+            if kind == "uuid_hex":
+                return UUID(data)
+        return {k: untag(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [untag(v) for v in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+@dataclass
+class LiveMeter:
+    meter_id: str
+    tenant_id: str
+    spec: MeterSpec
+    archived: bool = False
+
+
+@dataclass
+class Fact:
+    meter_id: str
+    event_id: str
+    customer: str
+    group_key: str
+    occurred_us: int
+    value: Decimal | None
+    uniq: str | None
+    position: int
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "meter_id": self.meter_id,
+            "event_id": self.event_id,
+            "customer": self.customer,
+            "group_key": self.group_key,
+            "occurred_us": self.occurred_us,
+            "value": self.value,
+            "uniq": self.uniq,
+            "position": self.position,
+        }
+
+
+BucketKey = tuple[str, str, str, int]
+
+
+class UsageProjection:
+    """Builds the usage read models from the log."""
+
+    name = "usage"
+
+    def __init__(self) -> None:
+        self._meters: dict[str, LiveMeter] | None = None
+        self._decoder = msgspec.json.Decoder()
+
+    # Meter state, kept in memory and in the `meters` table
+
+    def _load_meters(self, conn: sa.Connection) -> dict[str, LiveMeter]:
+        if self._meters is None:
+            self._meters = {
+                row.meter_id: LiveMeter(
+                    row.meter_id, row.tenant_id, parse_meter(json.loads(row.spec)), row.archived
+                )
+                for row in conn.execute(sa.select(meters))
+            }
+        return self._meters
+
+    def _meters_for(
+        self, tenant: str, event_type: str | None, meter_key: str | None, live: dict[str, LiveMeter]
+    ) -> Iterable[LiveMeter]:
+        for m in live.values():
+            if m.tenant_id != tenant or m.archived:
+                continue
+            if meter_key is not None:
+                if m.spec.key == meter_key:
+                    yield m
+            elif m.spec.event_type == event_type:
+                yield m
+
+    def process(self, conn: sa.Connection, notifications: Sequence[Notification]) -> None:
+        try:
+            self._process(conn, notifications)
+        except Exception:
+            self._meters = None  # the transaction rolls back; reload meter state next time
+            raise
+
+    def _process(self, conn: sa.Connection, notifications: Sequence[Notification]) -> None:
+        live = self._load_meters(conn)
+        by_type = _index(live)
+        rows: list[dict[str, Any]] = []
+        facts: list[Fact] = []
+        for note in notifications:
+            topic = note.topic
+            if topic == RECORDED:
+                state = self._decoder.decode(note.state)
+                row = _usage_row(note, state)
+                rows.append(row)
+                for m in by_type.get((row["tenant_id"], row["event_type"], row["meter"]), ()):
+                    fact = _fact(m, row, row["_props"])
+                    if fact is not None:
+                        facts.append(fact)
+            elif topic in CATALOG_TOPICS:
+                self._flush(conn, rows, facts)
+                rows, facts = [], []
+                self._apply_catalog(conn, note, live)
+                by_type = _index(live)
+        self._flush(conn, rows, facts)
+
+    def _flush(self, conn: sa.Connection, rows: list[dict[str, Any]], facts: list[Fact]) -> None:
+        if rows:
+            for r in rows:
+                r.pop("_props")
+            bulk_insert(conn, usage_events, rows)
+        if facts:
+            bulk_insert(conn, meter_facts, [f.row() for f in facts])
+            self._add_to_buckets(conn, facts)
+
+    def _add_to_buckets(self, conn: sa.Connection, facts: list[Fact]) -> None:
+        partials: dict[BucketKey, Partial] = {}
+        values: set[tuple[str, str, str, int, str]] = set()
+        for f in facts:
+            key = (f.meter_id, f.customer, f.group_key, f.occurred_us - f.occurred_us % BUCKET_US)
+            part = partials.get(key)
+            if part is None:
+                part = partials[key] = Partial()
+            part.events += 1
+            if f.value is not None:
+                part.add_value(f.value, f.occurred_us)
+            if f.uniq is not None:
+                values.add((*key, f.uniq))
+        existing = _read_buckets(conn, list(partials))
+        for key, part in partials.items():
+            old = existing.get(key)
+            if old is not None:
+                old.merge(part)
+                partials[key] = old
+        upsert(
+            conn,
+            meter_buckets,
+            [_bucket_row(k, p) for k, p in partials.items()],
+            ("meter_id", "customer", "group_key", "bucket_us"),
+        )
+        if values:
+            rows = [
+                {"meter_id": m, "customer": c, "group_key": g, "bucket_us": b, "value": v}
+                for m, c, g, b, v in values
+            ]
+            upsert(conn, meter_bucket_values, rows, tuple(rows[0]), update=False)
+
+    # Catalog events and corrections, applied in log order
+
+    def _apply_catalog(
+        self, conn: sa.Connection, note: Notification, live: dict[str, LiveMeter]
+    ) -> None:
+        state = untag(self._decoder.decode(note.state))
+        oid = (
+            note.originator_id.hex
+            if isinstance(note.originator_id, UUID)
+            else str(note.originator_id)
+        )
+        if note.topic in (CUSTOMER_CREATED, CUSTOMER_UPDATED):
+            self._apply_customer(conn, note, oid, state)
+        elif note.topic == CANCELLED:
+            self._cancel(conn, oid, state.get("reason") or "")
+        elif note.topic == METER_DEFINED:
+            m = LiveMeter(oid, state["tenant_id"], parse_meter(state["spec"]))
+            live[oid] = m
+            conn.execute(
+                sa.insert(meters).values(
+                    tenant_id=m.tenant_id,
+                    key=m.spec.key,
+                    meter_id=oid,
+                    event_type=m.spec.event_type,
+                    spec=json_text(state["spec"]),
+                    archived=False,
+                    position=note.id,
+                )
+            )
+            self._backfill(conn, m)
+        elif note.topic == METER_ARCHIVED and oid in live:
+            live[oid].archived = True
+            conn.execute(
+                sa.update(meters)
+                .where(meters.c.meter_id == oid)
+                .values(archived=True, position=note.id)
+            )
+
+    def _apply_customer(
+        self, conn: sa.Connection, note: Notification, oid: str, state: dict[str, Any]
+    ) -> None:
+        if note.topic == CUSTOMER_CREATED:
+            conn.execute(
+                sa.insert(customers).values(
+                    tenant_id=state["tenant_id"],
+                    external_id=state["external_id"],
+                    customer_id=oid,
+                    name=state["name"],
+                    email=state["email"],
+                    timezone=state["timezone"],
+                    currency=state["currency"],
+                    position=note.id,
+                )
+            )
+            return
+        changes = {
+            k: v
+            for k, v in state["changes"].items()
+            if k in ("name", "email", "timezone", "currency")
+        }
+        conn.execute(
+            sa.update(customers)
+            .where(customers.c.customer_id == oid)
+            .values(position=note.id, **changes)
+        )
+
+    def _backfill(self, conn: sa.Connection, m: LiveMeter) -> None:
+        """A new meter counts the matching events already stored."""
+        query = (
+            sa.select(usage_events)
+            .where(
+                usage_events.c.tenant_id == m.tenant_id,
+                usage_events.c.event_type == m.spec.event_type,
+                usage_events.c.meter.is_(None),
+                usage_events.c.cancelled_reason.is_(None),
+            )
+            .order_by(usage_events.c.position)
+        )
+        batch: list[Fact] = []
+        for r in conn.execute(query).mappings():
+            fact = _fact(m, dict(r), untag(json.loads(r["properties"])))
+            if fact is not None:
+                batch.append(fact)
+            if len(batch) >= 5000:
+                self._flush(conn, [], batch)
+                batch = []
+        self._flush(conn, [], batch)
+
+    def _cancel(self, conn: sa.Connection, event_id: str, reason: str) -> None:
+        """Take a cancelled event out of every meter and rebuild the buckets it touched."""
+        conn.execute(
+            sa.update(usage_events)
+            .where(usage_events.c.id == event_id)
+            .values(cancelled_reason=reason)
+        )
+        gone = conn.execute(
+            sa.delete(meter_facts)
+            .where(meter_facts.c.event_id == event_id)
+            .returning(
+                meter_facts.c.meter_id,
+                meter_facts.c.customer,
+                meter_facts.c.group_key,
+                meter_facts.c.occurred_us,
+            )
+        ).all()
+        for meter_id, customer, group_key, at_us in gone:
+            self._rebuild_bucket(conn, (meter_id, customer, group_key, at_us - at_us % BUCKET_US))
+
+    def _rebuild_bucket(self, conn: sa.Connection, key: BucketKey) -> None:
+        meter_id, customer, group_key, bucket = key
+        where_b = sa.and_(
+            meter_buckets.c.meter_id == meter_id,
+            meter_buckets.c.customer == customer,
+            meter_buckets.c.group_key == group_key,
+            meter_buckets.c.bucket_us == bucket,
+        )
+        where_v = sa.and_(
+            meter_bucket_values.c.meter_id == meter_id,
+            meter_bucket_values.c.customer == customer,
+            meter_bucket_values.c.group_key == group_key,
+            meter_bucket_values.c.bucket_us == bucket,
+        )
+        conn.execute(sa.delete(meter_buckets).where(where_b))
+        conn.execute(sa.delete(meter_bucket_values).where(where_v))
+        rest = (
+            conn.execute(
+                sa.select(meter_facts).where(
+                    meter_facts.c.meter_id == meter_id,
+                    meter_facts.c.customer == customer,
+                    meter_facts.c.group_key == group_key,
+                    meter_facts.c.occurred_us >= bucket,
+                    meter_facts.c.occurred_us < bucket + BUCKET_US,
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if rest:
+            self._add_to_buckets(conn, [Fact(**r) for r in rest])
+
+
+def _index(live: dict[str, LiveMeter]) -> dict[tuple[str, str | None, str | None], list[LiveMeter]]:
+    """Meters by (tenant, event_type, None) and (tenant, None, meter key)."""
+    index: dict[tuple[str, str | None, str | None], list[LiveMeter]] = {}
+    for m in live.values():
+        if m.archived:
+            continue
+        index.setdefault((m.tenant_id, m.spec.event_type, None), []).append(m)
+        index.setdefault((m.tenant_id, None, m.spec.key), []).append(m)
+    return index
+
+
+def _usage_row(note: Notification, state: dict[str, Any]) -> dict[str, Any]:
+    props = untag(state["properties"])
+    oid = note.originator_id
+    return {
+        "id": oid.hex if isinstance(oid, UUID) else str(oid),
+        "tenant_id": state["tenant_id"],
+        "idempotency_key": state["idempotency_key"],
+        "customer": state["customer"],
+        "event_type": state["event_type"],
+        "meter": state["meter"],
+        "value": Decimal(state["value"]["_data_"]),
+        "occurred_us": to_us(datetime.fromisoformat(state["occurred_at"]["_data_"])),
+        "created_us": to_us(datetime.fromisoformat(state["timestamp"]["_data_"])),
+        "properties": json_text(state["properties"]),
+        "metadata": None if state["metadata"] is None else json_text(state["metadata"]),
+        "position": note.id,
+        "cancelled_reason": None,
+        "_props": props,
+    }
+
+
+def _fact(m: LiveMeter, row: dict[str, Any], props: dict[str, Any]) -> Fact | None:
+    spec = m.spec
+    if row["meter"] is None and not spec.matches(row["event_type"], props):
+        return None
+    return Fact(
+        meter_id=m.meter_id,
+        event_id=row["id"],
+        customer=row["customer"],
+        group_key=json_text(list(spec.group_of(props))),
+        occurred_us=row["occurred_us"],
+        value=spec.value_of(row["value"], props),
+        uniq=spec.unique_of(props),
+        position=row["position"],
+    )
+
+
+def _read_buckets(conn: sa.Connection, keys: list[BucketKey]) -> dict[BucketKey, Partial]:
+    found: dict[BucketKey, Partial] = {}
+    cols = (
+        meter_buckets.c.meter_id,
+        meter_buckets.c.customer,
+        meter_buckets.c.group_key,
+        meter_buckets.c.bucket_us,
+    )
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        query = sa.select(meter_buckets).where(sa.tuple_(*cols).in_(chunk))
+        for r in conn.execute(query):
+            found[(r.meter_id, r.customer, r.group_key, r.bucket_us)] = bucket_partial(r)
+    return found
+
+
+def bucket_partial(r: Any) -> Partial:
+    return Partial(
+        events=r.events,
+        n=r.n,
+        total=r.total,
+        low=r.low,
+        high=r.high,
+        last_us=r.last_us,
+        last_value=r.last_value,
+        sum_vt=r.sum_vt,
+    )
+
+
+def _bucket_row(key: BucketKey, p: Partial) -> dict[str, Any]:
+    return {
+        "meter_id": key[0],
+        "customer": key[1],
+        "group_key": key[2],
+        "bucket_us": key[3],
+        "events": p.events,
+        "n": p.n,
+        "total": p.total,
+        "low": p.low,
+        "high": p.high,
+        "last_us": p.last_us,
+        "last_value": p.last_value,
+        "sum_vt": p.sum_vt,
+    }
