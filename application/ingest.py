@@ -154,9 +154,8 @@ class Ingestor:
         for index, item in items:
             where = prefix.format(index=index)
             try:
-                usage = check_usage(
-                    **item, now=now, assigned_key=f"auto_{uuid.uuid4().hex}", prefix=where
-                )
+                assigned = "" if item.get("idempotency_key") else f"auto_{uuid.uuid4().hex}"
+                usage = check_usage(**item, now=now, assigned_key=assigned, prefix=where)
                 self._check_meters(usage, specs, by_type, where)
                 outcomes.append(Outcome(index=index, status="accepted", usage=usage, prefix=where))
             except DomainError as error:

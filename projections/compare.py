@@ -20,8 +20,9 @@ class Difference:
     replayed: Any
 
     def __str__(self) -> str:
-        return (f"{self.table} {self.key}: {self.column} live={self.live!r} "
-                f"replayed={self.replayed!r}")
+        return (
+            f"{self.table} {self.key}: {self.column} live={self.live!r} replayed={self.replayed!r}"
+        )
 
 
 def dump(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, dict[tuple, dict]]:
@@ -34,8 +35,9 @@ def dump(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, dict[tupl
     return result
 
 
-def diff(live: dict[str, dict[tuple, dict]], replayed: dict[str, dict[tuple, dict]],
-         limit: int = 50) -> list[Difference]:
+def diff(
+    live: dict[str, dict[tuple, dict]], replayed: dict[str, dict[tuple, dict]], limit: int = 50
+) -> list[Difference]:
     """Rows missing on one side or with a different value; values compare as numbers
     where they are numbers, so 3.0 and 3 are the same amount."""
     found: list[Difference] = []

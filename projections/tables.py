@@ -90,8 +90,9 @@ usage_events = sa.Table(
 meter_facts = sa.Table(
     "meter_facts",
     metadata,
-    sa.Column("meter_id", ID, primary_key=True),
+    # event_id first: a cancellation finds an event's facts through the primary key
     sa.Column("event_id", ID, primary_key=True),
+    sa.Column("meter_id", ID, primary_key=True),
     sa.Column("customer", sa.String(255), nullable=False),
     sa.Column("group_key", sa.Text, nullable=False),
     sa.Column("occurred_us", sa.BigInteger, nullable=False),

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -23,7 +23,7 @@ from eventsourcing.utils import get_topic
 from domain.aggregation import Partial
 from domain.catalog import Customer, Meter, MeterSpec, parse_meter
 from domain.usage import UsageEvent
-from projections.bulk import bulk_insert, upsert
+from projections.bulk import bulk_insert, pg_copy_merge, upsert
 from projections.tables import (
     BUCKET_US,
     customers,
@@ -93,10 +93,11 @@ class LiveMeter:
     archived: bool = False
 
 
-@dataclass
-class Fact:
-    meter_id: str
+class Fact(NamedTuple):
+    """One meter counting one event; fields in `meter_facts` column order."""
+
     event_id: str
+    meter_id: str
     customer: str
     group_key: str
     occurred_us: int
@@ -104,20 +105,35 @@ class Fact:
     uniq: str | None
     position: int
 
-    def row(self) -> dict[str, Any]:
-        return {
-            "meter_id": self.meter_id,
-            "event_id": self.event_id,
-            "customer": self.customer,
-            "group_key": self.group_key,
-            "occurred_us": self.occurred_us,
-            "value": self.value,
-            "uniq": self.uniq,
-            "position": self.position,
-        }
+
+class RecordedState(msgspec.Struct):
+    """The parts of a stored `UsageEvent.Recorded` the projection reads; properties and
+    metadata stay raw JSON, copied to the read model without re-encoding."""
+
+    tenant_id: str
+    idempotency_key: str
+    customer: str
+    event_type: str | None
+    meter: str | None
+    value: dict[str, str]
+    occurred_at: dict[str, str]
+    timestamp: dict[str, str]
+    properties: msgspec.Raw
+    metadata: msgspec.Raw
 
 
 BucketKey = tuple[str, str, str, int]
+BUCKET_VALUE_KEYS = ("meter_id", "customer", "group_key", "bucket_us", "value")
+
+# The same merge as Partial.merge, in SQL: sums add, extremes compare, and the later
+# `last` wins (a tie keeps the row already stored, i.e. the event seen first).
+_NEWER = "(excluded.last_us > t.last_us OR t.last_us IS NULL)"
+MERGE_BUCKETS = f"""ON CONFLICT (meter_id, customer, group_key, bucket_us) DO UPDATE SET
+    events = t.events + excluded.events, n = t.n + excluded.n,
+    total = t.total + excluded.total, sum_vt = t.sum_vt + excluded.sum_vt,
+    low = LEAST(t.low, excluded.low), high = GREATEST(t.high, excluded.high),
+    last_value = CASE WHEN {_NEWER} THEN excluded.last_value ELSE t.last_value END,
+    last_us = CASE WHEN {_NEWER} THEN excluded.last_us ELSE t.last_us END"""
 
 
 class UsageProjection:
@@ -128,6 +144,8 @@ class UsageProjection:
     def __init__(self) -> None:
         self._meters: dict[str, LiveMeter] | None = None
         self._decoder = msgspec.json.Decoder()
+        self._recorded = msgspec.json.Decoder(RecordedState)
+        self._props = msgspec.json.Decoder(dict[str, Any])
 
     # Meter state, kept in memory and in the `meters` table
 
@@ -168,13 +186,18 @@ class UsageProjection:
         for note in notifications:
             topic = note.topic
             if topic == RECORDED:
-                state = self._decoder.decode(note.state)
+                state = self._recorded.decode(note.state)
                 row = _usage_row(note, state)
                 rows.append(row)
-                for m in by_type.get((row["tenant_id"], row["event_type"], row["meter"]), ()):
-                    fact = _fact(m, row, row["_props"])
-                    if fact is not None:
-                        facts.append(fact)
+                feeds = by_type.get((state.tenant_id, state.event_type, state.meter))
+                if feeds:
+                    props = self._props.decode(state.properties)
+                    if b'"_type_"' in bytes(state.properties):
+                        props = untag(props)
+                    for m in feeds:
+                        fact = _fact(m, row, props)
+                        if fact is not None:
+                            facts.append(fact)
             elif topic in CATALOG_TOPICS:
                 self._flush(conn, rows, facts)
                 rows, facts = [], []
@@ -182,13 +205,11 @@ class UsageProjection:
                 by_type = _index(live)
         self._flush(conn, rows, facts)
 
-    def _flush(self, conn: sa.Connection, rows: list[dict[str, Any]], facts: list[Fact]) -> None:
+    def _flush(self, conn: sa.Connection, rows: list[tuple[Any, ...]], facts: list[Fact]) -> None:
         if rows:
-            for r in rows:
-                r.pop("_props")
             bulk_insert(conn, usage_events, rows)
         if facts:
-            bulk_insert(conn, meter_facts, [f.row() for f in facts])
+            bulk_insert(conn, meter_facts, facts)
             self._add_to_buckets(conn, facts)
 
     def _add_to_buckets(self, conn: sa.Connection, facts: list[Fact]) -> None:
@@ -204,6 +225,16 @@ class UsageProjection:
                 part.add_value(f.value, f.occurred_us)
             if f.uniq is not None:
                 values.add((*key, f.uniq))
+        rows = [_bucket_row(k, p) for k, p in partials.items()]
+        value_rows = [
+            {"meter_id": m, "customer": c, "group_key": g, "bucket_us": b, "value": v}
+            for m, c, g, b, v in values
+        ]
+        if conn.dialect.name == "postgresql":
+            pg_copy_merge(conn, meter_buckets, rows, MERGE_BUCKETS)
+            pg_copy_merge(conn, meter_bucket_values, value_rows, "ON CONFLICT DO NOTHING")
+            return
+        # SQLite keeps decimals as text, so the merge is done here, exactly.
         existing = _read_buckets(conn, list(partials))
         for key, part in partials.items():
             old = existing.get(key)
@@ -216,12 +247,7 @@ class UsageProjection:
             [_bucket_row(k, p) for k, p in partials.items()],
             ("meter_id", "customer", "group_key", "bucket_us"),
         )
-        if values:
-            rows = [
-                {"meter_id": m, "customer": c, "group_key": g, "bucket_us": b, "value": v}
-                for m, c, g, b, v in values
-            ]
-            upsert(conn, meter_bucket_values, rows, tuple(rows[0]), update=False)
+        upsert(conn, meter_bucket_values, value_rows, tuple(BUCKET_VALUE_KEYS), update=False)
 
     # Catalog events and corrections, applied in log order
 
@@ -302,8 +328,8 @@ class UsageProjection:
             .order_by(usage_events.c.position)
         )
         batch: list[Fact] = []
-        for r in conn.execute(query).mappings():
-            fact = _fact(m, dict(r), untag(json.loads(r["properties"])))
+        for r in conn.execute(query):
+            fact = _fact(m, tuple(r), untag(json.loads(r.properties)))
             if fact is not None:
                 batch.append(fact)
             if len(batch) >= 5000:
@@ -375,40 +401,55 @@ def _index(live: dict[str, LiveMeter]) -> dict[tuple[str, str | None, str | None
     return index
 
 
-def _usage_row(note: Notification, state: dict[str, Any]) -> dict[str, Any]:
-    props = untag(state["properties"])
+def _usage_row(note: Notification, state: RecordedState) -> tuple[Any, ...]:
+    """A `usage_events` row, in column order."""
     oid = note.originator_id
-    return {
-        "id": oid.hex if isinstance(oid, UUID) else str(oid),
-        "tenant_id": state["tenant_id"],
-        "idempotency_key": state["idempotency_key"],
-        "customer": state["customer"],
-        "event_type": state["event_type"],
-        "meter": state["meter"],
-        "value": Decimal(state["value"]["_data_"]),
-        "occurred_us": to_us(datetime.fromisoformat(state["occurred_at"]["_data_"])),
-        "created_us": to_us(datetime.fromisoformat(state["timestamp"]["_data_"])),
-        "properties": json_text(state["properties"]),
-        "metadata": None if state["metadata"] is None else json_text(state["metadata"]),
-        "position": note.id,
-        "cancelled_reason": None,
-        "_props": props,
-    }
+    metadata = state.metadata
+    return (
+        oid.hex if isinstance(oid, UUID) else str(oid),
+        state.tenant_id,
+        state.idempotency_key,
+        state.customer,
+        state.event_type,
+        state.meter,
+        Decimal(state.value["_data_"]),
+        to_us(datetime.fromisoformat(state.occurred_at["_data_"])),
+        to_us(datetime.fromisoformat(state.timestamp["_data_"])),
+        bytes(state.properties).decode(),
+        None if bytes(metadata) == b"null" else bytes(metadata).decode(),
+        note.id,
+        None,
+    )
 
 
-def _fact(m: LiveMeter, row: dict[str, Any], props: dict[str, Any]) -> Fact | None:
+_ROW = {c.name: i for i, c in enumerate(usage_events.columns)}
+_GROUP_KEYS: dict[tuple[str | None, ...], str] = {}
+
+
+def _group_key(values: tuple[str | None, ...]) -> str:
+    """The stored form of a group (memoised: most events repeat a few groups)."""
+    key = _GROUP_KEYS.get(values)
+    if key is None:
+        if len(_GROUP_KEYS) > 100_000:
+            _GROUP_KEYS.clear()
+        key = _GROUP_KEYS[values] = json_text(list(values))
+    return key
+
+
+def _fact(m: LiveMeter, row: Sequence[Any], props: dict[str, Any]) -> Fact | None:
+    """The fact of meter `m` counting a usage_events row (None: the filters say no)."""
     spec = m.spec
-    if row["meter"] is None and not spec.matches(row["event_type"], props):
+    if row[_ROW["meter"]] is None and not spec.matches(row[_ROW["event_type"]], props):
         return None
     return Fact(
-        meter_id=m.meter_id,
-        event_id=row["id"],
-        customer=row["customer"],
-        group_key=json_text(list(spec.group_of(props))),
-        occurred_us=row["occurred_us"],
-        value=spec.value_of(row["value"], props),
-        uniq=spec.unique_of(props),
-        position=row["position"],
+        row[_ROW["id"]],
+        m.meter_id,
+        row[_ROW["customer"]],
+        _group_key(spec.group_of(props)) if spec.group_by else "[]",
+        row[_ROW["occurred_us"]],
+        spec.value_of(row[_ROW["value"]], props),
+        spec.unique_of(props),
+        row[_ROW["position"]],
     )
 
 
