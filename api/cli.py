@@ -33,12 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     issue.add_argument("name", help="tenant name")
     revoke = key_commands.add_parser("revoke")
     revoke.add_argument("key", help="the secret key, or its SHA-256 hash")
+    audit = commands.add_parser("audit", help="replay the store and check the read models")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="replay into scratch tables and diff with live")
+    audit_commands.add_parser("rebuild", help="replace the live read models from the log")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.command == "serve":
         return serve_command(settings, args)
     if args.command == "worker":
         return worker_command(settings)
+    if args.command == "audit":
+        return audit_command(settings, args)
     return tenants_command(settings, args)
 
 
@@ -114,6 +120,52 @@ def tenants_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when everything is consistent; otherwise print a readable diff, exit 1."""
+    from workers import audit
+
+    runtime = _runtime(settings)
+    try:
+        with _progress() as progress:
+            if args.audit_command == "verify":
+                found = audit.verify(runtime, progress)
+                if not found:
+                    print("verify: the read models equal a replay of the whole log")
+                    return 0
+                print(f"verify: {len(found)} difference(s) (table, key, column: live / replayed)")
+                for difference in found:
+                    print(f"  {difference}")
+                return 1
+            positions = audit.rebuild(runtime, progress)
+            print(
+                "rebuild: read models replaced; positions "
+                + ", ".join(f"{name}={position}" for name, position in positions.items())
+            )
+            return 0
+    finally:
+        runtime.close()
+
+
+class _progress:
+    """A progress bar on a terminal (rich); silent in a pipe."""
+
+    def __enter__(self) -> _progress:
+        from rich.progress import Progress
+
+        self.bar = Progress(disable=not sys.stdout.isatty(), transient=True)
+        self.bar.__enter__()
+        self.tasks: dict[str, int] = {}
+        return self
+
+    def __call__(self, name: str, position: int, target: int) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(f"replaying {name}", total=target or 1)
+        self.bar.update(self.tasks[name], completed=position)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -105,11 +105,14 @@ class Runner:
     def position(self) -> int:
         return self.view.max_tracking_id(self.projection.name) or 0
 
-    def run_once(self) -> int:
-        """Apply the next batch; answer how many notifications it held (0: caught up)."""
+    def run_once(self, stop: int | None = None) -> int:
+        """Apply the next batch (up to notification `stop`, when given); answer how many
+        notifications it held (0: caught up)."""
         start = self.position()
+        if stop is not None and start >= stop:
+            return 0
         notes = self.recorder.select_notifications(
-            start=start, limit=self.batch_size, inclusive_of_start=False
+            start=start, limit=self.batch_size, stop=stop, inclusive_of_start=False
         )
         if not notes:
             return 0
@@ -120,11 +123,16 @@ class Runner:
             save_position(conn, self.projection.name, notes[-1].id)
         return len(notes)
 
-    def catch_up(self) -> int:
-        """Apply batches until the log is exhausted; answer how many were applied."""
+    def catch_up(
+        self, stop: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Apply batches until the log (or notification `stop`) is reached; answer how
+        many notifications were applied. `progress` is told the position after each batch."""
         total = 0
-        while count := self.run_once():
+        while count := self.run_once(stop):
             total += count
+            if progress is not None:
+                progress(self.position())
         return total
 
     def run_forever(self, stop: threading.Event, idle_seconds: float = 0.02) -> None:
