@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError as ReadModelOperationalError
 from api.auth import tenant_of
 from api.commands import CatalogCommands, UsageCommands
 from api.errors import domain_error, envelope, http_error, internal, unavailable
+from api.openapi import add_body_schemas
 from api.queries import UsageQueries
 from domain.errors import DomainError
 from workers.runtime import Runtime
@@ -64,4 +65,5 @@ def create_app(runtime: Runtime, *, commands: bool = True, queries: bool = True)
         debug=False,
     )
     app.state.runtime = runtime
+    add_body_schemas(app.openapi_schema)
     return app

@@ -14,11 +14,16 @@ from litestar import Request, patch, post
 
 from api.auth import runtime_of
 from api.errors import msgspec_error
+from api.openapi import body
 from api.schemas import (
     BatchIn,
     BatchOut,
     BatchResultOut,
     CancelIn,
+    CustomerIn,
+    CustomerUpdateIn,
+    MeterIn,
+    UsageBatchIn,
     UsageEventIn,
     UsageEventOut,
     decimal_text,
@@ -91,7 +96,12 @@ def parse_event_id(event_id: str) -> UUID:
 class UsageCommands:
     """Usage ingestion handlers (mixed into the /v1 controller by create_app)."""
 
-    @post("/usage-events", operation_id="createUsageEvent", status_code=200)
+    @post(
+        "/usage-events",
+        operation_id="createUsageEvent",
+        status_code=200,
+        operation_class=body(UsageEventIn),
+    )
     async def create(
         self, request: Request[Any, Any, Any], tenant: UUID, include: str | None = None
     ) -> UsageEventOut:
@@ -110,7 +120,12 @@ class UsageCommands:
             await totals_for(runtime, tenant, outcome, reply)
         return reply
 
-    @post("/usage-events/batch", operation_id="createUsageEventBatch", status_code=200)
+    @post(
+        "/usage-events/batch",
+        operation_id="createUsageEventBatch",
+        status_code=200,
+        operation_class=body(UsageBatchIn),
+    )
     async def batch(self, request: Request[Any, Any, Any], tenant: UUID) -> BatchOut:
         """Record up to 1000 events; valid ones are stored even when others are rejected."""
         batch = decode_json(await request.body(), _decode_batch)
@@ -137,7 +152,12 @@ class UsageCommands:
         await runtime.ingestor.record(tenant, outcomes, now)
         return _batch_out(outcomes)
 
-    @post("/usage-events/{event_id:str}/cancel", operation_id="cancelUsageEvent", status_code=200)
+    @post(
+        "/usage-events/{event_id:str}/cancel",
+        operation_id="cancelUsageEvent",
+        status_code=200,
+        operation_class=body(CancelIn),
+    )
     async def cancel(
         self, request: Request[Any, Any, Any], tenant: UUID, event_id: str
     ) -> dict[str, Any]:
@@ -197,7 +217,12 @@ def _batch_out(outcomes: list[Outcome]) -> BatchOut:
 class CatalogCommands:
     """Catalog handlers: customers and meters."""
 
-    @post("/customers", operation_id="createCustomer", status_code=201)
+    @post(
+        "/customers",
+        operation_id="createCustomer",
+        status_code=201,
+        operation_class=body(CustomerIn),
+    )
     async def create_customer(
         self, request: Request[Any, Any, Any], tenant: UUID
     ) -> dict[str, Any]:
@@ -207,7 +232,11 @@ class CatalogCommands:
         runtime.wait_for_usage(runtime.ledger.recorder.max_notification_id(), 2.0)
         return customer_out(customer)
 
-    @patch("/customers/{external_id:str}", operation_id="updateCustomer")
+    @patch(
+        "/customers/{external_id:str}",
+        operation_id="updateCustomer",
+        operation_class=body(CustomerUpdateIn),
+    )
     async def update_customer(
         self, request: Request[Any, Any, Any], tenant: UUID, external_id: str
     ) -> dict[str, Any]:
@@ -217,7 +246,7 @@ class CatalogCommands:
         runtime.wait_for_usage(runtime.ledger.recorder.max_notification_id(), 2.0)
         return customer_out(customer)
 
-    @post("/meters", operation_id="createMeter", status_code=201)
+    @post("/meters", operation_id="createMeter", status_code=201, operation_class=body(MeterIn))
     async def create_meter(self, request: Request[Any, Any, Any], tenant: UUID) -> dict[str, Any]:
         data = decode_json(await request.body(), _decode_any)
         runtime = runtime_of(request)

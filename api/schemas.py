@@ -27,6 +27,49 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     events: list[msgspec.Raw]
 
 
+class UsageBatchIn(msgspec.Struct):
+    """Up to 1000 usage events; each is accepted or rejected on its own."""
+
+    events: list[UsageEventIn]
+
+
+class CustomerIn(msgspec.Struct):
+    """A customer, addressed afterwards by its external_id."""
+
+    external_id: str
+    name: str | None = None
+    email: str | None = None
+    timezone: str = "UTC"
+    currency: str = "USD"
+
+
+class CustomerUpdateIn(msgspec.Struct):
+    name: str | None = None
+    email: str | None = None
+    timezone: str | None = None
+    currency: str | None = None
+
+
+class MeterFilterIn(msgspec.Struct):
+    property: str
+    operator: str
+    value: Any = None
+
+
+class MeterIn(msgspec.Struct):
+    """A meter: an aggregation over one event type."""
+
+    key: str
+    event_type: str
+    aggregation: str
+    name: str | None = None
+    value_property: str | None = None
+    unique_property: str | None = None
+    filters: list[MeterFilterIn] = []
+    group_by: list[str] = []
+    schema: dict[str, dict[str, str]] | None = None
+
+
 class CancelIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: str = ""
 
