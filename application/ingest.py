@@ -46,20 +46,35 @@ def _tag(value: Any) -> Any:
     return value
 
 
-def encode_recorded(tenant_id: UUID, usage: UsageInput, recorded_at: datetime) -> StoredEvent:
+def _tag_flat(values: dict[str, Any]) -> dict[str, Any]:
+    """`_tag` for the common case of flat properties with no Decimal in them."""
+    for v in values.values():
+        if type(v) not in (str, int, bool):
+            return _tag(values)
+    return values
+
+
+def encode_recorded(
+    tenant_id: UUID,
+    usage: UsageInput,
+    recorded_at: datetime,
+    *,
+    _recorded: str = "",
+    _tenant: str = "",
+) -> StoredEvent:
     """The stored `UsageEvent.Recorded` event, byte for byte what the mapper would write."""
     state = {
-        "timestamp": {"_type_": "datetime_iso", "_data_": recorded_at.isoformat()},
+        "timestamp": {"_type_": "datetime_iso", "_data_": _recorded or recorded_at.isoformat()},
         "originator_topic": AGGREGATE_TOPIC,
-        "tenant_id": tenant_id.hex,
+        "tenant_id": _tenant or tenant_id.hex,
         "idempotency_key": usage.idempotency_key,
         "customer": usage.customer,
         "event_type": usage.event_type,
         "meter": usage.meter,
         "value": {"_type_": "decimal_str", "_data_": str(usage.value)},
         "occurred_at": {"_type_": "datetime_iso", "_data_": usage.occurred_at.isoformat()},
-        "properties": _tag(usage.properties),
-        "metadata": _tag(usage.metadata),
+        "properties": _tag_flat(usage.properties),
+        "metadata": None if usage.metadata is None else _tag(usage.metadata),
         "payload_hash": usage.payload_hash,
     }
     return StoredEvent(
@@ -181,10 +196,13 @@ class Ingestor:
         """Store the accepted outcomes; mark replays duplicate or conflicting."""
         events: list[StoredEvent] = []
         first_of: dict[UUID, Outcome] = {}
+        recorded, tenant_hex = now.isoformat(), tenant_id.hex  # the same for every event
         for outcome in outcomes:
             if outcome.usage is None:
                 continue
-            stored = encode_recorded(tenant_id, outcome.usage, now)
+            stored = encode_recorded(
+                tenant_id, outcome.usage, now, _recorded=recorded, _tenant=tenant_hex
+            )
             outcome.event_id = stored.originator_id  # type: ignore[assignment]
             outcome.created_at = now
             earlier = first_of.get(outcome.event_id)  # type: ignore[arg-type]
