@@ -208,4 +208,3 @@ def _wallet_row(conn: sa.Connection, tenant: UUID, wallet_id: str) -> Any:
     return row
 
 
-__all__ = ["UTC", "WalletCommands", "WalletQueries", "datetime"]
