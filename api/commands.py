@@ -44,7 +44,17 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder, prefix: str = "") ->
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as error:
+        # A typed decoder may meet a wrong field before a syntax error further on:
+        # malformed JSON is a 400 whatever comes first.
+        _check_syntax(body)
         raise msgspec_error(str(error), prefix) from None
+    except msgspec.DecodeError as error:
+        raise MalformedJSON(f"malformed JSON: {error}") from None
+
+
+def _check_syntax(body: bytes) -> None:
+    try:
+        msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise MalformedJSON(f"malformed JSON: {error}") from None
 
@@ -172,6 +182,10 @@ class UsageCommands:
         if event.tenant_id != tenant.hex:
             raise NotFound(f"no usage event {event_id!r}", "id")
         event.check_not_cancelled()
+        # 409 once the event's billing period is closed: an invoice never changes
+        runtime.billing.check_usage_cancellable(
+            tenant, event.customer, event.occurred_at, datetime.now(UTC)
+        )
         event.cancel(reason=data.reason)
         try:
             recordings = runtime.ledger.save(event)

@@ -70,7 +70,11 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         key = first.get("key") if isinstance(first, dict) else None
         message = first.get("message") if isinstance(first, dict) else exc.detail
         return envelope(422 if key else 400, message or exc.detail, dotted(key) if key else None)
-    return envelope(exc.status_code, exc.detail)
+    response = envelope(exc.status_code, exc.detail)
+    if exc.status_code == 413:
+        # The body was not read: the connection cannot carry another request.
+        response.headers["Connection"] = "close"
+    return response
 
 
 def internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -9,9 +9,12 @@ never by adding finished window values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 
 ZERO = Decimal(0)
+# Sums must be exact whatever the caller's decimal context: 28 significant digits (the
+# default) would round a sum of large values. Divisions (AVG) use the default context.
+EXACT = Context(prec=200)
 
 
 @dataclass
@@ -39,8 +42,8 @@ class Partial:
     def add_value(self, value: Decimal, at_us: int) -> None:
         """Count a usable value (the event itself is counted by the caller)."""
         self.n += 1
-        self.total += value
-        self.sum_vt += value * at_us
+        self.total = EXACT.add(self.total, value)
+        self.sum_vt = EXACT.add(self.sum_vt, EXACT.multiply(value, at_us))
         self.low = value if self.low is None or value < self.low else self.low
         self.high = value if self.high is None or value > self.high else self.high
         # Ties on timestamp keep the first event seen: events arrive in log order.
@@ -51,8 +54,8 @@ class Partial:
         """Fold another partial (of a disjoint set of events) into this one."""
         self.events += other.events
         self.n += other.n
-        self.total += other.total
-        self.sum_vt += other.sum_vt
+        self.total = EXACT.add(self.total, other.total)
+        self.sum_vt = EXACT.add(self.sum_vt, other.sum_vt)
         self.values |= other.values
         if other.low is not None and (self.low is None or other.low < self.low):
             self.low = other.low
@@ -96,5 +99,8 @@ def weighted_level(part: Partial, start_us: int, end_us: int, level_before: Deci
     length = end_us - start_us
     if length <= 0:
         return ZERO
-    integral = level_before * length + part.total * end_us - part.sum_vt
+    integral = EXACT.subtract(
+        EXACT.add(EXACT.multiply(level_before, length), EXACT.multiply(part.total, end_us)),
+        part.sum_vt,
+    )
     return integral / length

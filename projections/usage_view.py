@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from domain.aggregation import ZERO, Partial
+from domain.aggregation import EXACT, ZERO, Partial
 from domain.catalog import MeterSpec, parse_meter
 from domain.errors import InvalidInput, NotFound
 from domain.periods import windows as make_windows
@@ -164,11 +164,11 @@ def _levels_before(
     levels: dict[Key, Decimal] = {}
     for r in _buckets(conn, meter.meter_id, customer, None, floor):
         key = (r.customer, _project(r.group_key, keep))
-        levels[key] = levels.get(key, ZERO) + r.total
+        levels[key] = EXACT.add(levels.get(key, ZERO), r.total)
     for f in _facts(conn, meter.meter_id, customer, floor, start):
         if f.value is not None:
             key = (f.customer, _project(f.group_key, keep))
-            levels[key] = levels.get(key, ZERO) + f.value
+            levels[key] = EXACT.add(levels.get(key, ZERO), f.value)
     return levels
 
 
@@ -192,7 +192,7 @@ def _rows(
                 continue
             part = part or Partial()
             value = part.value(spec.aggregation, a, b, level)
-            level += part.total
+            level = EXACT.add(level, part.total)
             if value is None:
                 continue
             rows.append(
