@@ -16,6 +16,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from application.settings import Settings
@@ -61,7 +62,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
-            conn.cursor(binary=True) as curs,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
             if len(stored_events) <= SMALL_GROUP:
                 return self._insert_small(conn, curs, stored_events)
@@ -83,12 +84,12 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             self._lock_table(curs)
             self._notify_channel(curs)
             curs.execute(self.insert_new_statement, [list(c) for c in columns], prepare=True)
-        return {r["originator_id"]: r["notification_id"] for r in curs.fetchall()}
+        return dict(curs.fetchall())
 
     def _copy_new(self, curs: Any, stored_events: Sequence[StoredEvent]) -> dict[UUID, int]:
         ids = list({e.originator_id for e in stored_events})
         curs.execute(self.select_positions_statement, (ids,), prepare=True)
-        existing = {(r["originator_id"], r["originator_version"]) for r in curs.fetchall()}
+        existing = {(r[0], r[1]) for r in curs.fetchall()}
         new = [e for e in stored_events if (e.originator_id, e.originator_version) not in existing]
         if not new:
             return {}
@@ -100,11 +101,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             self.select_positions_statement, ([e.originator_id for e in new],), prepare=True
         )
         wanted = {(e.originator_id, e.originator_version) for e in new}
-        return {
-            r["originator_id"]: r["notification_id"]
-            for r in curs.fetchall()
-            if (r["originator_id"], r["originator_version"]) in wanted
-        }
+        return {r[0]: r[2] for r in curs.fetchall() if (r[0], r[1]) in wanted}
 
     def select_first_states(self, ids: Sequence[UUID]) -> dict[UUID, bytes]:
         """The state of each aggregate's first event, for comparing a replayed key."""
