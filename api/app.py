@@ -11,11 +11,16 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.exc import OperationalError as ReadModelOperationalError
 
+from api.alerts_commands import AlertCommands
+from api.alerts_queries import AlertQueries
 from api.auth import tenant_of
+from api.billing_commands import BillingCommands
+from api.billing_queries import BillingQueries
 from api.commands import CatalogCommands, UsageCommands
 from api.errors import domain_error, envelope, http_error, internal, unavailable
 from api.openapi import add_body_schemas
 from api.queries import UsageQueries
+from api.wallets_api import WalletCommands, WalletQueries
 from domain.errors import DomainError
 from workers.runtime import Runtime
 
@@ -29,13 +34,14 @@ def health(request: Request[Any, Any, Any]) -> Any:
     try:
         runtime.ledger.recorder.max_notification_id()
         position = runtime.usage.position()
+        invoices = runtime.invoices.position()
     except Exception as error:  # any failure here means "not ready"
         return envelope(503, f"store unreachable: {type(error).__name__}")
-    return {"status": "ok", "projections": {"usage": position}}
+    return {"status": "ok", "projections": {"usage": position, "invoices": invoices}}
 
 
-COMMAND_HANDLERS = [UsageCommands, CatalogCommands]
-QUERY_HANDLERS = [UsageQueries]
+COMMAND_HANDLERS = [UsageCommands, CatalogCommands, BillingCommands, AlertCommands, WalletCommands]
+QUERY_HANDLERS = [UsageQueries, BillingQueries, AlertQueries, WalletQueries]
 
 
 def v1_controller(parts: list[type]) -> type[Controller]:

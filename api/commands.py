@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,7 @@ from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.usage import UsageEvent
 
 MAX_BATCH = 1000
+CATALOG_WAIT_SECONDS = 1.0
 _decode_batch = msgspec.json.Decoder(BatchIn, float_hook=Decimal)
 _decode_event = msgspec.json.Decoder(UsageEventIn, float_hook=Decimal)
 _decode_any = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
@@ -191,13 +193,22 @@ class UsageCommands:
             recordings = runtime.ledger.save(event)
         except IntegrityError:
             raise Conflict(f"usage event {event_id!r} was changed concurrently") from None
-        runtime.wait_for_usage(recordings[-1].notification.id if recordings else None, 2.0)
+        await read_your_writes(runtime, recordings[-1].notification.id if recordings else None)
         return {
             "id": "evt_" + event.id.hex,
             "object": "usage_event",
             "status": "cancelled",
             "reason": data.reason,
         }
+
+
+async def read_your_writes(runtime: Any, position: int | None = None) -> None:
+    """Give the projections a moment to show what this request wrote, so a read that
+    follows sees it; waiting happens off the event loop and never longer than a second
+    (a process without projection workers must not stall its callers)."""
+    if position is None:
+        position = await asyncio.to_thread(runtime.ledger.recorder.max_notification_id)
+    await asyncio.to_thread(runtime.wait_for_usage, position, CATALOG_WAIT_SECONDS)
 
 
 def _batch_out(outcomes: list[Outcome]) -> BatchOut:
@@ -242,8 +253,8 @@ class CatalogCommands:
     ) -> dict[str, Any]:
         data = decode_json(await request.body(), _decode_any)
         runtime = runtime_of(request)
-        customer = runtime.catalog.create_customer(tenant, data)
-        runtime.wait_for_usage(runtime.ledger.recorder.max_notification_id(), 2.0)
+        customer = await asyncio.to_thread(runtime.catalog.create_customer, tenant, data)
+        await read_your_writes(runtime)
         return customer_out(customer)
 
     @patch(
@@ -256,14 +267,16 @@ class CatalogCommands:
     ) -> dict[str, Any]:
         data = decode_json(await request.body(), _decode_any)
         runtime = runtime_of(request)
-        customer = runtime.catalog.update_customer(tenant, external_id, data)
-        runtime.wait_for_usage(runtime.ledger.recorder.max_notification_id(), 2.0)
+        customer = await asyncio.to_thread(
+            runtime.catalog.update_customer, tenant, external_id, data
+        )
+        await read_your_writes(runtime)
         return customer_out(customer)
 
     @post("/meters", operation_id="createMeter", status_code=201, operation_class=body(MeterIn))
     async def create_meter(self, request: Request[Any, Any, Any], tenant: UUID) -> dict[str, Any]:
         data = decode_json(await request.body(), _decode_any)
         runtime = runtime_of(request)
-        spec = runtime.catalog.create_meter(tenant, data)
-        runtime.wait_for_usage(runtime.ledger.recorder.max_notification_id(), 5.0)
+        spec = await asyncio.to_thread(runtime.catalog.create_meter, tenant, data)
+        await read_your_writes(runtime)
         return meter_out(spec)

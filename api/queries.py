@@ -13,6 +13,7 @@ from litestar import Request, get
 from litestar.params import Parameter
 
 from api.auth import runtime_of
+from api.billing_views import subscription_usage
 from api.schemas import (
     CustomerMeterOut,
     CustomerUsageOut,
@@ -179,9 +180,15 @@ class UsageQueries:
     ) -> CustomerUsageOut:
         """The customer's usage in its current period (its calendar month until it has a
         subscription); amounts come with plans."""
-        with runtime_of(request).read_engine.connect() as conn:
+        runtime = runtime_of(request)
+        with runtime.read_engine.connect() as conn:
             if customer_row(conn, tenant.hex, external_id) is None:
                 raise NotFound(f"no customer {external_id!r}", "external_id")
+            billed = subscription_usage(
+                conn, tenant.hex, external_id, datetime.now(UTC), runtime.settings.late_event_policy
+            )
+            if billed is not None:
+                return billed
             period = calendar_month(datetime.now(UTC), customer_zone(conn, tenant, external_id))
             lines = [
                 CustomerMeterOut(

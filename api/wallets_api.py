@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from uuid import UUID
@@ -78,11 +79,12 @@ class WalletCommands:
         operation_id="createWallet",
         status_code=201,
         operation_class=body(WalletIn),
-        sync_to_thread=False,
     )
     async def create_wallet(self, request: Request[Any, Any, Any], tenant: UUID) -> dict[str, Any]:
         data = decode_json(await request.body(), _decode_any)
-        return wallet_out(runtime_of(request).wallets.open(tenant, data))
+        wallet = await asyncio.to_thread(runtime_of(request).wallets.open, tenant, data)
+        await _shown(request)
+        return wallet_out(wallet)
 
     @post(
         "/wallets/{wallet_id:str}/top-ups",
@@ -95,8 +97,11 @@ class WalletCommands:
     ) -> dict[str, Any]:
         data = decode_json(await request.body(), _decode_any)
         service = runtime_of(request).wallets
-        top_up_id, replayed = service.top_up(tenant, wallet_uuid(wallet_id), data)
-        wallet = service.get(tenant, wallet_uuid(wallet_id))
+        top_up_id, replayed = await asyncio.to_thread(
+            service.top_up, tenant, wallet_uuid(wallet_id), data
+        )
+        wallet = await asyncio.to_thread(service.get, tenant, wallet_uuid(wallet_id))
+        await _shown(request)
         return {
             "id": top_up_id,
             "object": "wallet_top_up",
@@ -119,8 +124,11 @@ class WalletCommands:
         data = decode_json(await request.body(), _decode_any)
         expires = parse_instant(data.get("expires_at"), "expires_at")
         service = runtime_of(request).wallets
-        grant_id = service.grant(tenant, wallet_uuid(wallet_id), data, expires)
-        wallet = service.get(tenant, wallet_uuid(wallet_id))
+        grant_id = await asyncio.to_thread(
+            service.grant, tenant, wallet_uuid(wallet_id), data, expires
+        )
+        wallet = await asyncio.to_thread(service.get, tenant, wallet_uuid(wallet_id))
+        await _shown(request)
         grant = wallet.grants[grant_id]
         return {
             "id": grant_id,
@@ -199,6 +207,13 @@ class WalletQueries:
         }
 
 
+async def _shown(request: Request[Any, Any, Any]) -> None:
+    """Read your writes: give the wallet projection up to a second to show this change."""
+    runtime = runtime_of(request)
+    position = await asyncio.to_thread(runtime.ledger.recorder.max_notification_id)
+    await asyncio.to_thread(runtime.view.wait_for, "wallets", position or 0, 1.0)
+
+
 def _wallet_row(conn: sa.Connection, tenant: UUID, wallet_id: str) -> Any:
     row = conn.execute(
         sa.select(wallets).where(wallets.c.wallet_id == wallet_uuid(wallet_id).hex)
@@ -206,5 +221,3 @@ def _wallet_row(conn: sa.Connection, tenant: UUID, wallet_id: str) -> Any:
     if row is None or row.tenant_id != tenant.hex:
         raise NotFound(f"no wallet {wallet_id!r}", "id")
     return row
-
-

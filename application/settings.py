@@ -19,8 +19,10 @@ class Settings:
     late_event_policy: str = "next_period"
     grace_period: timedelta = timedelta(hours=1)
     webhook_retry_base_seconds: float = 30.0
+    redis_namespace: str = "xtopay"  # prefix of every Redis key (broker and access cache)
     max_body_bytes: int = 1024 * 1024
     projection_batch_size: int = 5000
+    billing_interval_seconds: float = 10.0
 
     @property
     def is_postgres(self) -> bool:
@@ -42,7 +44,9 @@ class Settings:
             late_event_policy=policy,
             grace_period=_duration(env.get("XTOPAY_GRACE_PERIOD", "3600")),
             webhook_retry_base_seconds=float(env.get("XTOPAY_WEBHOOK_RETRY_BASE_SECONDS", "30")),
+            redis_namespace=env.get("XTOPAY_REDIS_NAMESPACE") or "xtopay",
             projection_batch_size=int(env.get("XTOPAY_PROJECTION_BATCH_SIZE", "5000")),
+            billing_interval_seconds=float(env.get("XTOPAY_BILLING_INTERVAL_SECONDS", "10")),
         )
 
     def eventsourcing_env(self) -> dict[str, str]:

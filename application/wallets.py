@@ -188,6 +188,44 @@ class Wallets:
         raise Conflict("the wallet is too busy; retry", "id")
 
 
+def expire_lapsed(wallet: Wallet, now: datetime) -> int:
+    """Record the expiry of every grant past its expiry; answer how many lapsed."""
+    lapsed = wallet.expirable(to_us(now))
+    for grant_id, remaining in lapsed:
+        wallet.expire(grant_id=grant_id, amount=remaining, balance_after=wallet.balance - remaining)
+    return len(lapsed)
+
+
+def apply_debit(
+    wallet: Wallet, charge_id: str, amount: Decimal, cause: dict[str, Any], now: datetime
+) -> bool:
+    """Debit a charge (grants first, soonest expiry first); False when already paid.
+    The caller saves the wallet."""
+    if not wallet.check_new_charge(charge_id):
+        return False
+    expire_lapsed(wallet, now)
+    split = allocate(wallet.grants, amount, to_us(now))
+    wallet.debit(
+        charge_id=charge_id,
+        amount=amount,
+        from_grants=split.from_grants,
+        from_balance=split.from_balance,
+        cause=cause,
+        balance_after=wallet.balance - amount,
+    )
+    wallet.record_crossings()
+    return True
+
+
+def apply_refund(wallet: Wallet, refund_id: str, amount: Decimal, reason: str) -> str:
+    """Return money to the paid balance. The caller saves the wallet."""
+    wallet.refund(
+        refund_id=refund_id, amount=amount, reason=reason, balance_after=wallet.balance + amount
+    )
+    wallet.record_crossings()
+    return refund_id
+
+
 def _non_negative(raw: Any, field: str) -> Decimal:
     try:
         value = Decimal(str(raw))

@@ -8,7 +8,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import Conflict
+from domain.errors import Conflict, InvalidInput
 
 KEY_PREFIX = "xtp_sk_"
 LATE_EVENT_POLICIES = ("next_period", "current_period", "ignore")
@@ -45,6 +45,20 @@ class Tenant(Aggregate):
     @staticmethod
     def create_id(name: str) -> UUID:
         return tenant_id_for(name)
+
+    @event("LateEventPolicySet")
+    def set_late_event_policy(self, policy: str | None) -> None:
+        """What happens to usage arriving after its period closed (None: the server default)."""
+        self.late_event_policy = policy
+
+
+def check_late_event_policy(policy: object) -> str | None:
+    if policy is not None and policy not in LATE_EVENT_POLICIES:
+        raise InvalidInput(
+            f"late_event_policy must be one of {', '.join(LATE_EVENT_POLICIES)} or null",
+            "late_event_policy",
+        )
+    return policy  # type: ignore[return-value]
 
 
 class ApiKey(Aggregate):

@@ -95,6 +95,7 @@ class Wallet(Aggregate):
         self.grants: dict[str, dict[str, Any]] = {}
         self.top_ups: dict[str, tuple[str, Decimal]] = {}  # idempotency key -> (id, amount)
         self.charges: dict[str, bool] = {}  # charge ids already paid (a dict: JSON-safe)
+        self.drawn: dict[str, Decimal] = {}  # debited per billing period (start, in µs)
         self.low = False
         self.depleted = False
 
@@ -194,6 +195,9 @@ class Wallet(Aggregate):
             self.grants[grant_id]["remaining"] -= part
         self.paid -= from_balance
         self.charges[charge_id] = True
+        period = cause.get("period_start_us")
+        if period is not None:
+            self.drawn[str(period)] = self.drawn.get(str(period), ZERO) + amount
 
     @event("Refunded")
     def refund(self, refund_id: str, amount: Decimal, reason: str, balance_after: Decimal) -> None:

@@ -25,8 +25,12 @@ EVENTS = 40_000
 
 def _start_worker(url: str, batch: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "XTOPAY_DATABASE_URL": url, "XTOPAY_PROJECTION_BATCH_SIZE": str(batch)}
-    return subprocess.Popen([sys.executable, "-m", "api.cli", "worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait(condition, timeout: float) -> None:
@@ -40,8 +44,15 @@ def test_sigkilled_worker_resumes_without_loss_or_double_count(database_url: str
     rt = Runtime(Settings(database_url=database_url))
     try:
         tenant = rt.catalog.create_tenant("acme").tenant_id
-        rt.catalog.create_meter(tenant, {"key": "tokens", "event_type": "llm",
-                                         "aggregation": "SUM", "value_property": "tokens"})
+        rt.catalog.create_meter(
+            tenant,
+            {
+                "key": "tokens",
+                "event_type": "llm",
+                "aggregation": "SUM",
+                "value_property": "tokens",
+            },
+        )
         now = datetime.now(UTC)
         expected: dict[str, Decimal] = {}
         for start in range(0, EVENTS, 1000):
@@ -49,9 +60,15 @@ def test_sigkilled_worker_resumes_without_loss_or_double_count(database_url: str
             for i in range(start, start + 1000):
                 customer, tokens = f"c{i % 17}", Decimal(i % 97) / 4
                 expected[customer] = expected.get(customer, Decimal(0)) + tokens
-                batch.append(item(f"k{i}", customer, event_type="llm",
-                                  timestamp=now - timedelta(seconds=i),
-                                  properties={"tokens": tokens}))
+                batch.append(
+                    item(
+                        f"k{i}",
+                        customer,
+                        event_type="llm",
+                        timestamp=now - timedelta(seconds=i),
+                        properties={"tokens": tokens},
+                    )
+                )
             ingest(rt, tenant, batch, now=now)
         last = rt.ledger.recorder.max_notification_id()
 
@@ -70,10 +87,13 @@ def test_sigkilled_worker_resumes_without_loss_or_double_count(database_url: str
             worker.wait(10)
 
         with rt.read_engine.connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(usage_events)).scalar() \
+            assert (
+                conn.execute(sa.select(sa.func.count()).select_from(usage_events)).scalar()
                 == EVENTS
-            assert conn.execute(sa.select(sa.func.count()).select_from(meter_facts)).scalar() \
-                == EVENTS
+            )
+            assert (
+                conn.execute(sa.select(sa.func.count()).select_from(meter_facts)).scalar() == EVENTS
+            )
             meter = meter_row(conn, tenant.hex, "tokens")
             start, end = now - timedelta(days=1), now + timedelta(seconds=1)
             for customer, total in expected.items():

@@ -31,5 +31,8 @@ def ingest(rt: Runtime, tenant: UUID, items: list[dict[str, Any]],
 
 
 def project(rt: Runtime) -> int:
-    """Apply everything in the log to the read models."""
-    return rt.usage.catch_up()
+    """Apply everything in the log to the read models (answers the usage count)."""
+    count = rt.usage.catch_up()
+    for runner in (rt.alerts.access_runner, rt.alerts.outbox_runner):
+        runner.catch_up()
+    return count
