@@ -52,7 +52,9 @@ class Alerts:
             ledger.recorder, self.budgets, engine, read_engine, batch_size=batch
         )
         self.access = AccessReader(read_engine, settings.redis_url, settings.redis_namespace)
-        self.deliverer = Deliverer(engine, self.webhooks, settings.webhook_retry_base_seconds)
+        self.deliverer = Deliverer(
+            engine, read_engine, self.webhooks, settings.webhook_retry_base_seconds
+        )
         self.delivery: DeliveryWorkers | None = None
         self._redis_store: RedisAccessStore | None = None
 

@@ -643,23 +643,19 @@ def _counted_by_lines(
 
 def _classify(ctx: _Customer, fact: Any, lines: list[_LineRef]) -> Verdict:
     meter = ctx.tenant.meters[fact.meter_id]
-    key, levels = meter.spec.key, meter.spec.aggregation == "WEIGHTED_SUM"
+    key = meter.spec.key
     at = fact.occurred_us
-    home = next((s for s in ctx.states if s.period_of(at) is not None), None)
-    decision = home.late.get(fact.event_id) if home is not None else None
+    # a late decision is recorded by the subscription whose closed period holds the event
+    decision = next((s.late[fact.event_id] for s in ctx.states if fact.event_id in s.late), None)
+    if meter.spec.aggregation == "WEIGHTED_SUM":
+        return _level(ctx, fact, key, lines, decision)
     if lines:
-        if levels:  # a level counts in every period after it: twice means twice in one
-            per_period = Counter((x.subscription_id, x.period_start_us) for x in lines)
-            twice = [x for x in lines if per_period[(x.subscription_id, x.period_start_us)] > 1]
-        else:
-            twice = lines if len(lines) > 1 else []
-        if twice:
-            return LEAKED, "counted by more than one invoice line: " + ", ".join(map(str, twice))
+        if len(lines) > 1:
+            return LEAKED, "counted by more than one invoice line: " + ", ".join(map(str, lines))
         if decision is not None and decision.policy == "ignore":
             return LEAKED, f"ignored by the late-event policy, yet billed on {lines[0]}"
         return "invoiced", None
-    if levels:
-        return _unbilled_level(ctx, fact, key, home, decision)
+    home = next((s for s in ctx.states if s.period_of(at) is not None), None)
     if home is None:
         return "no_subscription", None
     closed = home.closed_at(at)
@@ -749,43 +745,46 @@ def _changes(
     return None
 
 
-def _unbilled_level(
-    ctx: _Customer,
-    fact: Any,
-    key: str,
-    home: SubscriptionState | None,
-    decision: LateDecision | None,
+def _level(
+    ctx: _Customer, fact: Any, key: str, lines: list[_LineRef], decision: LateDecision | None
 ) -> Verdict:
-    """A WEIGHTED_SUM fact in no line. Its level counts in every period that closes
-    after it happened and after it entered the log (late ones from their decision), so
-    a closed period that should have counted it, and did not, is leakage."""
+    """A WEIGHTED_SUM fact is a level: it counts in every period that closes after it
+    happened and after it entered the log (`load_facts` with no start, up to the close's
+    position; ignored ones never), in any subscription of the customer. So it leaks when
+    such a closed period's lines miss it, and is counted twice when two lines bill it
+    for one period. An adjustment line counts it in the corrected period."""
     at, position = fact.occurred_us, fact.position
-    closed = home.closed_at(at) if home is not None else None
+    per_period = Counter((x.subscription_id, x.period_start_us) for x in lines)
+    twice = [x for x in lines if per_period[(x.subscription_id, x.period_start_us)] > 1]
+    if twice:
+        return LEAKED, "counted by more than one invoice line: " + ", ".join(map(str, twice))
     if decision is not None and decision.policy == "ignore":
+        if lines:
+            return LEAKED, f"ignored by the late-event policy, yet billed on {lines[0]}"
         return "ignored", None
-    if home is not None and closed is not None and decision is not None:
-        if decision.policy == "current_period":
-            later = [c for c in home.closed if c.end_us > at]
-            return _decided(ctx, fact, key, home, closed, decision.policy, later)
-        if fact.event_id in home.pending_next_period():
-            return "open_period", None
     for state in ctx.states:
         for period in state.closed:
             if (
                 period.end_us > at
                 and period.position >= position
                 and key in ctx.tenant.priced(period.plan, period.plan_version)
+                and (state.subscription_id, period.start_us) not in per_period
             ):
                 return LEAKED, (
                     f"{_closed(period)} counts every level before its end, yet none of its "
                     "lines has this one"
                 )
+    if lines:
+        return "invoiced", None
+    home = next((s for s in ctx.states if s.period_of(at) is not None), None)
+    closed = home.closed_at(at) if home is not None else None
     if home is not None and closed is not None:
-        if decision is not None:  # next_period, yet no close since billed it
-            return _decided(ctx, fact, key, home, closed, decision.policy, [closed])
         if key not in ctx.tenant.priced(closed.plan, closed.plan_version):
             return "unpriced", None
-        return _undecided(home, closed, fact)
+        if decision is None:
+            return _undecided(home, closed, fact)
+        later = [c for c in home.closed if c.end_us > at]
+        return _decided(ctx, fact, key, home, closed, decision.policy, later)
     target = home or next((s for s in ctx.states if s.start_us > at), None)
     period = None if target is None else target.next_unclosed()
     if target is None or period is None:

@@ -312,7 +312,8 @@ def bill_subscription(
 
     grace = int(runtime.settings.grace_period.total_seconds() * 1_000_000)
     wallet = runtime.wallets.find(UUID(state.tenant_id), state.customer, state.currency)
-    for period in state.due(as_of_us, grace):
+    due = state.due(as_of_us, grace)
+    for period in due:
         use, draft = draft_regular(conn, state, period, position, book, meters)
         applied = apply_wallet(wallet, state, period, draft, as_of)
         invoice = build_invoice(state, "regular", None, period, use, position, draft, applied)
@@ -333,6 +334,8 @@ def bill_subscription(
 
     if not subscription.pending_events:
         return [], 0
+    if wallet is not None and due:
+        refresh_grants(wallet, subscription.state, as_of)
     touched = [wallet] if wallet is not None and wallet.pending_events else []
     runtime.ledger.save(subscription, *invoices, *touched)  # one transaction
     return [i.id.hex for i in invoices], len(late)
@@ -667,6 +670,26 @@ def apply_wallet(
         cause = {"invoice_period": key, "period_start_us": period[0]}
         apply_debit(wallet, f"chg_inv_{key}", applied - drawn, cause, as_of)
     return applied
+
+
+def refresh_grants(wallet: Wallet, state: SubscriptionState, now: datetime) -> None:
+    """A new period began: per-period grants are restored to their full amount (and, if
+    they expire, live for the new period as long as they did for the first)."""
+    period = state.open_period(to_us(now))
+    for grant_id, grant in wallet.grants.items():
+        if grant["refresh"] != "per_period" or grant["remaining"] >= grant["amount"]:
+            continue
+        added = grant["amount"] - grant["remaining"]
+        expires = grant["expires_us"]
+        if expires is not None and period is not None and expires <= period[0]:
+            expires = period[1]
+        wallet.refresh_grant(
+            grant_id=grant_id,
+            amount=added,
+            expires_us=expires,
+            balance_after=wallet.balance + added,
+        )
+    wallet.record_crossings()
 
 
 def line_record(line_id: str, number: int, line: DraftLine) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 import msgspec
+import sqlalchemy as sa
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
@@ -178,3 +179,29 @@ def period_charged(runtime: Runtime, tenant: UUID, customer: str, period_start_u
     except AggregateNotFoundError:
         return ZERO
     return charges.total
+
+
+def expire_grants(runtime: Runtime, now: datetime) -> int:
+    """Record the expiry of every lapsed grant (wallets with granted credit only)."""
+    from application.wallets import expire_lapsed
+    from projections.wallets import wallets
+
+    with runtime.read_engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(wallets.c.wallet_id).where(wallets.c.granted_balance > 0)
+        ).all()
+    expired = 0
+    for (wallet_id,) in rows:
+        for _ in range(20):
+            wallet = runtime.ledger.repository.get(UUID(wallet_id))
+            count = expire_lapsed(wallet, now)
+            if not count:
+                break
+            wallet.record_crossings()
+            try:
+                runtime.ledger.save(wallet)
+            except IntegrityError:
+                continue
+            expired += count
+            break
+    return expired

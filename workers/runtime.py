@@ -20,7 +20,7 @@ from projections.runner import Runner, SQLTrackingView, create_tables
 from projections.usage import UsageProjection
 from projections.wallets import WalletProjection
 from workers.alerts import Alerts
-from workers.drawdown import Drawdown
+from workers.drawdown import Drawdown, expire_grants
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Runtime:
 
         while not stop.wait(self.settings.billing_interval_seconds):
             try:
+                expire_grants(self, datetime.now(UTC))
                 result = run_billing(self, datetime.now(UTC))
                 if result.invoices or result.failed:
                     log.info(

@@ -72,12 +72,14 @@ class Deliverer:
     def __init__(
         self,
         engine: sa.Engine,
+        read_engine: sa.Engine,
         webhooks: Webhooks,
         base_seconds: float,
         clock: Clock = utc_now,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.engine = engine
+        self.read_engine = read_engine
         self.webhooks = webhooks
         self.base_seconds = base_seconds
         self.clock = clock
@@ -98,7 +100,7 @@ class Deliverer:
     def deliver(self, message_id: str) -> str:
         """Attempt the message once if it is still pending; answer its status."""
         now = self.clock()
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             row = conn.execute(
                 sa.select(
                     webhook_messages.c.payload,
@@ -122,7 +124,7 @@ class Deliverer:
         except NotFound:
             endpoint = None
         if endpoint is None or endpoint.disabled:
-            self._cancel(sa.and_(webhook_deliveries.c.message_id == message_id))
+            self._cancel(webhook_deliveries.c.message_id == message_id)
             return CANCELLED
         attempt = row.attempts + 1
         if not self._claim(message_id, row.attempts, now):
@@ -132,8 +134,11 @@ class Deliverer:
         headers["content-type"] = "application/json"
         started = time.perf_counter()
         try:
-            reply = self._client().post(endpoint.url, content=body, headers=headers)
-            code: int | None = reply.status_code
+            # only the status matters: the reply's body is never read
+            with self._client().stream(
+                "POST", endpoint.url, content=body, headers=headers
+            ) as reply:
+                code: int | None = reply.status_code
             error = None if 200 <= reply.status_code < 300 else f"HTTP {reply.status_code}"
         except httpx.HTTPError as failure:
             code, error = None, f"{type(failure).__name__}: {failure}".rstrip(": ")

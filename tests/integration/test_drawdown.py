@@ -129,3 +129,42 @@ def test_depletion_blocks_and_top_up_restores(runtime: Runtime) -> None:
     runtime.wallet_book.catch_up()
     row = _wallet_row(runtime)
     assert row.balance == D(8) and not row.depleted
+
+
+def test_per_period_grant_refreshes_when_a_period_closes_and_lapsed_grants_expire(
+    runtime: Runtime,
+) -> None:
+    from workers.drawdown import expire_grants
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=2)
+    tenant = setup(runtime, interval="week")  # 1.00 per call
+    subscribe(runtime, tenant, start)
+    wallet = runtime.wallets.open(tenant, {"customer": "c1", "currency": "USD"})
+    runtime.wallets.grant(tenant, wallet.id, {"amount": "5", "refresh": "per_period"}, None)
+    runtime.wallets.grant(tenant, wallet.id, {"amount": "2"}, now + timedelta(hours=1))
+    send_many(
+        runtime,
+        tenant,
+        [item(f"a{i}", event_type="api", timestamp=now - timedelta(minutes=i)) for i in range(3)],
+        now,
+    )
+    _sync(runtime, now)
+    # 3.00 drawn from the grant expiring soonest (2) then the per-period grant (1)
+    assert _wallet_row(runtime).balance == D(4)
+
+    bill(runtime, start + timedelta(days=7, hours=2))  # the week closes
+    runtime.wallet_book.catch_up()
+    row = _wallet_row(runtime)
+    assert row.granted_balance == D(5)  # the per-period grant is whole again
+
+    assert expire_grants(runtime, now + timedelta(hours=2)) == 0  # the 2 were spent already
+    runtime.wallets.grant(tenant, wallet.id, {"amount": "3"}, now + timedelta(hours=1))
+    assert expire_grants(runtime, now + timedelta(hours=2)) == 1
+    runtime.wallet_book.catch_up()
+    with runtime.read_engine.connect() as conn:
+        last = conn.execute(
+            sa.select(wallet_transactions).order_by(wallet_transactions.c.version.desc())
+        ).first()
+    assert (last.type, last.amount) == ("expiry", D(-3))
+    assert _wallet_row(runtime).balance == D(5)
