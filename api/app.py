@@ -19,7 +19,7 @@ from api.billing_queries import BillingQueries
 from api.commands import CatalogCommands, UsageCommands
 from api.errors import domain_error, envelope, http_error, internal, unavailable
 from api.openapi import add_body_schemas
-from api.queries import UsageQueries
+from api.queries import CustomerQueries, UsageQueries
 from api.wallets_api import WalletCommands, WalletQueries
 from domain.errors import DomainError
 from workers.runtime import Runtime
@@ -41,7 +41,7 @@ def health(request: Request[Any, Any, Any]) -> Any:
 
 
 COMMAND_HANDLERS = [UsageCommands, CatalogCommands, BillingCommands, AlertCommands, WalletCommands]
-QUERY_HANDLERS = [UsageQueries, BillingQueries, AlertQueries, WalletQueries]
+QUERY_HANDLERS = [UsageQueries, CustomerQueries, BillingQueries, AlertQueries, WalletQueries]
 
 
 def v1_controller(parts: list[type]) -> type[Controller]:

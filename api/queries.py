@@ -209,6 +209,28 @@ class UsageQueries:
         )
 
 
+class CustomerQueries:
+    """GET /v1/customers/{external_id}: the customer as the catalog read model has it."""
+
+    @get("/customers/{external_id:str}", operation_id="getCustomer", sync_to_thread=True)
+    def get_customer(
+        self, request: Request[Any, Any, Any], tenant: UUID, external_id: str
+    ) -> dict[str, Any]:
+        with runtime_of(request).read_engine.connect() as conn:
+            row = customer_row(conn, tenant.hex, external_id)
+        if row is None:
+            raise NotFound(f"no customer {external_id!r}", "external_id")
+        return {
+            "id": "cus_" + row.customer_id,
+            "object": "customer",
+            "external_id": row.external_id,
+            "name": row.name,
+            "email": row.email,
+            "timezone": row.timezone,
+            "currency": row.currency,
+        }
+
+
 def _stored_event(r: Any) -> StoredEventOut:
     return StoredEventOut(
         id="evt_" + r["id"],

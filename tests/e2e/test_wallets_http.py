@@ -122,3 +122,20 @@ def test_another_tenants_wallet_is_404(server: Server, other_tenant) -> None:
         ),
         404,
     )
+
+
+def test_a_customer_reads_back_as_created(server: Server, other_tenant) -> None:  # noqa: ANN001
+    c = server.client
+    who = uid("cus")
+    created = ok(
+        c.post(
+            "/v1/customers",
+            json={"external_id": who, "timezone": "Asia/Kolkata", "currency": "EUR", "name": "Ada"},
+        ),
+        201,
+    )
+    shown = ok(c.get(f"/v1/customers/{who}"))
+    assert shown == created
+    error_of(other_tenant.get(f"/v1/customers/{who}"), 404)
+    ok(c.patch(f"/v1/customers/{who}", json={"name": "Ada L."}))
+    assert ok(c.get(f"/v1/customers/{who}"))["name"] == "Ada L."
