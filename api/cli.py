@@ -257,9 +257,10 @@ def _trace_table(found: dict) -> None:
     console.print("\n".join(_trace_summary(found)), highlight=False)
     for line in found["lines"]:
         table = Table(title=_line_head(line), caption=_line_foot(line), title_justify="left")
-        for column in ("event", "idempotency_key", "timestamp"):
-            table.add_column(column)
-        table.add_column("value", justify="right")
+        table.add_column("event", no_wrap=True, min_width=36)  # ids are copied whole
+        table.add_column("idempotency_key", overflow="fold")
+        table.add_column("timestamp", overflow="fold")
+        table.add_column("value", justify="right", overflow="fold")
         for event in line["events"]:
             table.add_row(
                 event["id"], event["idempotency_key"] or "-", event["timestamp"], event["value"]

@@ -124,7 +124,7 @@ def test_another_tenants_wallet_is_404(server: Server, other_tenant) -> None:
     )
 
 
-def test_a_customer_reads_back_as_created(server: Server, other_tenant) -> None:  # noqa: ANN001
+def test_a_customer_reads_back_as_created(server: Server, other_tenant) -> None:
     c = server.client
     who = uid("cus")
     created = ok(

@@ -100,6 +100,7 @@ def test_embedded_mode_runs_the_actor_on_an_in_process_queue(sqlite_url: str) ->
         rt.close()
 
 
+@pytest.mark.redis
 def test_production_mode_delivers_through_redis(
     pg_url: str, redis_url: str, namespace: str
 ) -> None:
@@ -118,6 +119,7 @@ def test_production_mode_delivers_through_redis(
         rt.close()
 
 
+@pytest.mark.redis
 def test_with_redis_away_ingestion_and_queries_work_and_messages_wait(
     pg_url: str, redis_url: str, namespace: str
 ) -> None:
