@@ -24,6 +24,7 @@ import pytest
 
 from application.settings import Settings
 from tests.e2e.support import ServerProcess, free_port
+from tests.faults.audit_check import assert_audit_passes
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.slow
@@ -162,6 +163,7 @@ def test_postgres_restart_answers_503_and_loses_no_acknowledged_event(
         rt.close()
     missing = [k for k, event_id in acked.items() if event_id.removeprefix("evt_") not in stored]
     assert missing == []
+    assert_audit_passes(cluster.url)
 
 
 def _wait_for(condition, timeout: float) -> None:

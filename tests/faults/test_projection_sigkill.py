@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from application.settings import Settings
 from projections.tables import meter_facts, usage_events
 from projections.usage_view import meter_row, meter_total
+from tests.faults.audit_check import assert_audit_passes
 from tests.integration.helpers import ingest, item
 from workers.runtime import Runtime
 
@@ -100,3 +101,4 @@ def test_sigkilled_worker_resumes_without_loss_or_double_count(database_url: str
                 assert meter_total(conn, meter, customer, start, end) == total
     finally:
         rt.close()
+    assert_audit_passes(database_url)
