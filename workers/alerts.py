@@ -60,11 +60,12 @@ class Alerts:
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
         """Run the background work of this area as threads; answer them."""
-        # 50 ms between polls when idle: a crossing still reaches the access check
-        # well within a second, at a fraction of the CPU of faster polling
+        # 50 ms between polls when idle on the path to the access check (a crossing
+        # still shows within a second), 100 ms for webhooks: a fraction of the CPU of
+        # faster polling, which on a small machine competes with the API
         targets: list[tuple[str, Callable[[threading.Event], None]]] = [
             ("projection-access", partial(self.access_runner.run_forever, idle_seconds=IDLE)),
-            ("projection-outbox", partial(self.outbox_runner.run_forever, idle_seconds=IDLE)),
+            ("projection-outbox", partial(self.outbox_runner.run_forever, idle_seconds=2 * IDLE)),
             ("budget-processor", partial(self.processor.run_forever, idle_seconds=IDLE)),
         ]
         if self.settings.redis_url:

@@ -330,7 +330,7 @@ class Dispatcher:
                 raise BrokerUnavailable(str(error)) from error
         return len(claimed)
 
-    def run_forever(self, stop: threading.Event, idle_seconds: float = 0.05) -> None:
+    def run_forever(self, stop: threading.Event, idle_seconds: float = 0.1) -> None:
         backoff = 0.0
         while not stop.is_set():
             try:
