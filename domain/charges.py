@@ -59,9 +59,13 @@ class PeriodCharges(Aggregate):
         position: int,
         meters: dict[str, str],
         usage_events: list[str],
+        tenant_id: str = "",
+        customer: str = "",
     ) -> None:
         """The period's usage now costs `total_after`: `amount` more than before (less,
         when negative: a volume tier that lowers every unit's price). `usage_events` are
-        the events counted since the previous charge, `position` the log position seen."""
+        the events counted since the previous charge, `position` the log position seen;
+        `tenant_id` and `customer` repeat the aggregate's, so a follower of the log knows
+        whose budget moved without loading it."""
         self.total = total_after
         self.position = position

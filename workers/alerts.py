@@ -49,7 +49,12 @@ class Alerts:
         self.access_runner = Runner(ledger.recorder, engine, AccessProjection(), batch)
         self.outbox_runner = Runner(ledger.recorder, engine, OutboxProjection(), batch)
         self.processor = BudgetProcessor(
-            ledger.recorder, self.budgets, engine, read_engine, batch_size=batch
+            ledger.recorder,
+            self.budgets,
+            engine,
+            read_engine,
+            batch_size=batch,
+            repository=ledger.repository,
         )
         self.access = AccessReader(read_engine, settings.redis_url, settings.redis_namespace)
         self.deliverer = Deliverer(

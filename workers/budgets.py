@@ -27,19 +27,22 @@ from uuid import UUID
 
 import msgspec
 import sqlalchemy as sa
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import ApplicationRecorder, Notification
 from eventsourcing.utils import get_topic
 
 from application.budgets import Budgets
 from domain.aggregation import ZERO
 from domain.budgets import BUDGET_CHANGED, MONEY, UNITS, USAGE_CORRECTED
+from domain.charges import PeriodCharges, period_charges_id_for
 from domain.errors import NotFound
 from domain.periods import Period, calendar_month
 from domain.usage import UsageEvent
 from projections.access import CHANGED, SET, budgets
+from projections.billing_view import current_subscription
 from projections.runner import SQLTrackingView, save_position
 from projections.tables import customers, tracking, usage_events
-from projections.usage import to_us
+from projections.usage import from_us, to_us
 from projections.usage_view import meter_row, meter_total
 
 log = logging.getLogger(__name__)
@@ -72,17 +75,32 @@ class UnitsMeasure:
 
 
 class MoneyMeasure:
-    """Money per period: the running charges of the period. Usage is not priced yet
-    (plans and charges come with billing), so this answers zero; billing replaces
-    it with the sum of the period's charges, the figure wallets draw down by."""
+    """Money per period: the running charge of the customer's usage in the period, the
+    same figure the wallet is drawn down by (`domain.charges.PeriodCharges`)."""
+
+    def __init__(self, repository: Any = None) -> None:
+        self.repository = repository
 
     def measure(self, conn: sa.Connection, budget: Any, period: Period) -> Decimal:
-        return ZERO
+        if self.repository is None:
+            return ZERO
+        charges_id = period_charges_id_for(
+            UUID(budget.tenant_id), budget.customer, to_us(period.start)
+        )
+        try:
+            return self.repository.get(charges_id).total
+        except AggregateNotFoundError:
+            return ZERO
 
 
 def calendar_period(conn: sa.Connection, budget: Any, now: datetime) -> Period:
-    """The budget's current period: the calendar month in the customer's time zone
-    (subscription periods replace this once subscriptions exist)."""
+    """The budget's current period: the customer's subscription period containing `now`,
+    or, with no subscription, the calendar month in the customer's time zone."""
+    state = current_subscription(conn, budget.tenant_id, budget.customer, to_us(now))
+    if state is not None:
+        period = state.period_of(to_us(now))
+        if period is not None:
+            return Period(from_us(period[0]), from_us(period[1]))
     zone = conn.execute(
         sa.select(customers.c.timezone).where(
             customers.c.tenant_id == budget.tenant_id,
@@ -98,6 +116,8 @@ class _Who(msgspec.Struct):
 
 
 _decode_who = msgspec.json.Decoder(_Who)
+_decode_charge = msgspec.json.Decoder(_Who)
+CHARGED = get_topic(PeriodCharges.Charged)
 
 
 class BudgetProcessor:
@@ -114,6 +134,7 @@ class BudgetProcessor:
         read_engine: sa.Engine,
         *,
         measures: dict[str, Measure] | None = None,
+        repository: Any = None,
         period_for: Callable[[sa.Connection, Any, datetime], Period] = calendar_period,
         after: Sequence[str] = ("usage", "access"),
         clock: Clock = utc_now,
@@ -125,7 +146,7 @@ class BudgetProcessor:
         self.read_engine = read_engine
         self.measures: dict[str, Measure] = measures or {
             UNITS: UnitsMeasure(),
-            MONEY: MoneyMeasure(),
+            MONEY: MoneyMeasure(repository),
         }
         self.period_for = period_for
         self.after = tuple(after)
@@ -249,6 +270,9 @@ def affected_by(
             cancelled.append(_hex(note.originator_id))
         elif topic in (SET, CHANGED):
             changed.add(_hex(note.originator_id))
+        elif topic == CHARGED:
+            who = _decode_charge.decode(note.state)
+            touched.add((who.tenant_id, who.customer))
     return changed, touched, cancelled
 
 

@@ -127,6 +127,8 @@ class Drawdown:
                 position=position,
                 meters=meters,
                 usage_events=events,
+                tenant_id=tenant.hex,
+                customer=customer,
             )
             wallet = self.runtime.wallets.find(tenant, customer, state.currency)
             if wallet is not None:
