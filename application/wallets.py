@@ -85,6 +85,8 @@ class Wallets:
                 idempotency_key=key,
                 reference=reference,
                 balance_after=wallet.balance + amount,
+                tenant_id=wallet.tenant_id,
+                customer=wallet.customer,
             )
             wallet.record_crossings()
             return top_up_id, False

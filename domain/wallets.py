@@ -130,8 +130,11 @@ class Wallet(Aggregate):
         idempotency_key: str,
         reference: str | None,
         balance_after: Decimal,
+        tenant_id: str = "",
+        customer: str = "",
     ) -> None:
-        """Money was added to the paid balance."""
+        """Money was added to the paid balance (`tenant_id` and `customer` repeat the
+        wallet's, so a webhook can be built from this event alone)."""
         self.paid += amount
         self.top_ups[idempotency_key] = (top_up_id, amount)
 
@@ -207,7 +210,14 @@ class Wallet(Aggregate):
     # Alerts: each recorded once per crossing
 
     @event("LowBalanceReached")
-    def reach_low_balance(self, balance: Decimal, threshold: Decimal) -> None:
+    def reach_low_balance(
+        self,
+        balance: Decimal,
+        threshold: Decimal,
+        tenant_id: str = "",
+        customer: str = "",
+        currency: str = "",
+    ) -> None:
         """The balance fell to or below the low-balance threshold."""
         self.low = True
 
@@ -217,12 +227,26 @@ class Wallet(Aggregate):
         self.low = False
 
     @event("Depleted")
-    def deplete(self, balance: Decimal) -> None:
+    def deplete(
+        self,
+        balance: Decimal,
+        tenant_id: str = "",
+        customer: str = "",
+        currency: str = "",
+        blocks_access: bool = False,
+    ) -> None:
         """The balance reached zero or below; with block_on_depletion access is blocked."""
         self.depleted = True
 
     @event("Replenished")
-    def replenish(self, balance: Decimal) -> None:
+    def replenish(
+        self,
+        balance: Decimal,
+        tenant_id: str = "",
+        customer: str = "",
+        currency: str = "",
+        blocks_access: bool = False,
+    ) -> None:
         """The balance is above zero again; access is restored."""
         self.depleted = False
 
@@ -233,13 +257,18 @@ class Wallet(Aggregate):
         threshold = self.low_balance_threshold
         if threshold is not None:
             if balance <= threshold and not self.low:
-                self.reach_low_balance(balance=balance, threshold=threshold)
+                self.reach_low_balance(balance=balance, threshold=threshold, **self._who())
             elif balance > threshold and self.low:
                 self.clear_low_balance(balance=balance)
+        blocks = self.block_on_depletion
         if balance <= 0 and not self.depleted:
-            self.deplete(balance=balance)
+            self.deplete(balance=balance, blocks_access=blocks, **self._who())
         elif balance > 0 and self.depleted:
-            self.replenish(balance=balance)
+            self.replenish(balance=balance, blocks_access=blocks, **self._who())
+
+    def _who(self) -> dict[str, str]:
+        """Whose wallet: repeated on alert events so a webhook needs no other state."""
+        return {"tenant_id": self.tenant_id, "customer": self.customer, "currency": self.currency}
 
 
 def ledger_identity(movements: list[tuple[str, Decimal]]) -> Decimal:

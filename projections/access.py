@@ -24,6 +24,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.budgets import Budget
+from domain.wallets import Wallet
 from projections.tables import ID, Dec, metadata
 from projections.usage import to_us, untag
 
@@ -34,6 +35,9 @@ BLOCKED = get_topic(Budget.AccessBlocked)
 RESTORED = get_topic(Budget.AccessRestored)
 BUDGET_TOPICS = (SET, CHANGED, CROSSED, BLOCKED, RESTORED)
 ALL_METERS = ""  # the scope of a money budget: it blocks every meter
+WALLET_SCOPE = "wallet:"  # + currency: a depleted wallet blocks every meter
+DEPLETED = get_topic(Wallet.Depleted)
+WALLET_TOPICS = (DEPLETED, get_topic(Wallet.Replenished))
 
 budgets = sa.Table(
     "budgets",
@@ -112,6 +116,48 @@ class AccessProjection:
         for note in notifications:
             if note.topic in BUDGET_TOPICS:
                 self._apply(conn, note)
+            elif note.topic in WALLET_TOPICS:
+                self._wallet(conn, note)
+
+    def _wallet(self, conn: sa.Connection, note: Notification) -> None:
+        """A wallet with block_on_depletion blocks every meter while its balance is at or
+        below zero (scope `wallet:<currency>`)."""
+        state = untag(self._decoder.decode(note.state))
+        if not state.get("blocks_access"):
+            return
+        oid = note.originator_id
+        wallet_id = oid.hex if isinstance(oid, UUID) else str(oid)
+        blocked = note.topic == DEPLETED
+        reasons = (
+            [
+                {
+                    "type": "wallet_depleted",
+                    "wallet": "wal_" + wallet_id,
+                    "balance": number_text(state["balance"]),
+                    "currency": state["currency"],
+                }
+            ]
+            if blocked
+            else []
+        )
+        values = {
+            "budget_id": wallet_id,
+            "blocked": blocked,
+            "reasons": json.dumps(reasons),
+            "position": note.id,
+        }
+        key = {
+            "tenant_id": state["tenant_id"],
+            "customer": state["customer"],
+            "scope": WALLET_SCOPE + state["currency"],
+        }
+        updated = conn.execute(
+            sa.update(access_state)
+            .where(*(access_state.c[k] == v for k, v in key.items()))
+            .values(**values)
+        )
+        if updated.rowcount == 0:
+            conn.execute(sa.insert(access_state).values(**key, **values))
 
     def _apply(self, conn: sa.Connection, note: Notification) -> None:
         state = untag(self._decoder.decode(note.state))

@@ -33,6 +33,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.budgets import Budget
+from domain.wallets import Wallet
 from domain.webhooks import WebhookEndpoint, subscribes
 from projections.access import instant_text, number_text
 from projections.bulk import upsert
@@ -126,7 +127,7 @@ class Payload:
     data: dict[str, Any]
 
 
-PayloadBuilder = Callable[[str, dict[str, Any]], Payload]
+PayloadBuilder = Callable[[str, dict[str, Any]], Payload | None]
 
 
 def _budget_ref(source_id: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -176,10 +177,74 @@ def _access_restored(source_id: str, state: dict[str, Any]) -> Payload:
     )
 
 
+def _wallet_ref(source_id: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "wallet": "wal_" + source_id,
+        "customer": state["customer"],
+        "currency": state.get("currency"),
+    }
+
+
+def _wallet_topped_up(source_id: str, state: dict[str, Any]) -> Payload:
+    return Payload(
+        state["tenant_id"],
+        "wallet.topped_up",
+        {
+            **_wallet_ref(source_id, state),
+            "top_up": state["top_up_id"],
+            "amount": number_text(state["amount"]),
+            "idempotency_key": state["idempotency_key"],
+            "balance": number_text(state["balance_after"]),
+        },
+    )
+
+
+def _wallet_low_balance(source_id: str, state: dict[str, Any]) -> Payload:
+    return Payload(
+        state["tenant_id"],
+        "wallet.low_balance",
+        {
+            **_wallet_ref(source_id, state),
+            "balance": number_text(state["balance"]),
+            "threshold": number_text(state["threshold"]),
+        },
+    )
+
+
+def _wallet_depleted(source_id: str, state: dict[str, Any]) -> Payload:
+    return Payload(
+        state["tenant_id"],
+        "wallet.depleted",
+        {
+            **_wallet_ref(source_id, state),
+            "balance": number_text(state["balance"]),
+            "access_blocked": bool(state.get("blocks_access")),
+        },
+    )
+
+
+def _wallet_replenished(source_id: str, state: dict[str, Any]) -> Payload | None:
+    if not state.get("blocks_access"):
+        return None  # access was never blocked: nothing to restore
+    return Payload(
+        state["tenant_id"],
+        "access.restored",
+        {
+            **_wallet_ref(source_id, state),
+            "reason": "wallet_topped_up",
+            "balance": number_text(state["balance"]),
+        },
+    )
+
+
 PAYLOADS: dict[str, PayloadBuilder] = {
     get_topic(Budget.ThresholdCrossed): _threshold_crossed,
     get_topic(Budget.AccessBlocked): _access_blocked,
     get_topic(Budget.AccessRestored): _access_restored,
+    get_topic(Wallet.ToppedUp): _wallet_topped_up,
+    get_topic(Wallet.LowBalanceReached): _wallet_low_balance,
+    get_topic(Wallet.Depleted): _wallet_depleted,
+    get_topic(Wallet.Replenished): _wallet_replenished,
 }
 
 
@@ -256,6 +321,8 @@ class OutboxProjection:
         oid = note.originator_id
         source_id = oid.hex if isinstance(oid, UUID) else str(oid)
         payload = PAYLOADS[note.topic](source_id, state)
+        if payload is None or not payload.tenant_id:
+            return []
         targets = [
             e
             for e in live.get(payload.tenant_id, {}).values()

@@ -27,7 +27,7 @@ import redis
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
-from projections.access import ALL_METERS, access_state
+from projections.access import ALL_METERS, WALLET_SCOPE, access_state
 from projections.tables import customers, meters
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ def blocking_reasons(entries: Entries, meter: str | None) -> list[dict[str, Any]
     found: list[dict[str, Any]] = []
     for scope in sorted(entries):
         reasons = entries[scope][1]
-        if reasons and (meter is None or scope in (ALL_METERS, meter)):
+        if reasons and (
+            meter is None or scope in (ALL_METERS, meter) or scope.startswith(WALLET_SCOPE)
+        ):
             found.extend(reasons)
     return found
 

@@ -168,3 +168,55 @@ def test_per_period_grant_refreshes_when_a_period_closes_and_lapsed_grants_expir
         ).first()
     assert (last.type, last.amount) == ("expiry", D(-3))
     assert _wallet_row(runtime).balance == D(5)
+
+
+def test_a_depleted_wallet_blocks_access_and_its_movements_become_webhooks(
+    runtime: Runtime,
+) -> None:
+    from projections.outbox import webhook_messages
+    from tests.integration.alerts_support import access, settle
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    tenant = setup(runtime, interval="month")  # 1.00 per call
+    subscribe(runtime, tenant, now - timedelta(days=1))
+    runtime.alerts.webhooks.register_endpoint(
+        tenant, {"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
+    )
+    wallet = runtime.wallets.open(
+        tenant,
+        {
+            "customer": "c1",
+            "currency": "USD",
+            "low_balance_threshold": "1",
+            "block_on_depletion": True,
+        },
+    )
+    runtime.wallets.top_up(tenant, wallet.id, {"amount": "2", "idempotency_key": "t1"})
+    send_many(
+        runtime,
+        tenant,
+        [item(f"a{i}", event_type="api", timestamp=now - timedelta(seconds=i)) for i in range(3)],
+        now,
+    )
+    _sync(runtime, now)
+    settle(runtime, now)
+    reasons = access(runtime, tenant, "c1", "calls")
+    assert [r["type"] for r in reasons] == ["wallet_depleted"]
+    assert reasons[0]["balance"] == "-1.00"
+    runtime.wallets.top_up(tenant, wallet.id, {"amount": "5", "idempotency_key": "t2"})
+    settle(runtime, now)
+    assert access(runtime, tenant, "c1", "calls") == []
+    with runtime.read_engine.connect() as conn:
+        kinds = [
+            r.event_type
+            for r in conn.execute(
+                sa.select(webhook_messages.c.event_type).order_by(webhook_messages.c.position)
+            )
+        ]
+    assert kinds == [
+        "wallet.topped_up",
+        "wallet.low_balance",
+        "wallet.depleted",
+        "wallet.topped_up",
+        "access.restored",
+    ]
