@@ -505,10 +505,17 @@ class Subscription(Aggregate):
 
     @event("LateUsageDecided")
     def decide_late(
-        self, policy: str, position: int, events: list[dict[str, Any]], adjustments: list[dict]
+        self,
+        policy: str,
+        position: int,
+        events: list[dict[str, Any]],
+        adjustments: list[dict],
+        tenant_id: str = "",
+        customer: str = "",
     ) -> None:
         """Usage arrived for periods already closed; the tenant's policy decided its fate:
-        billed in the next period, adjusted on the closed period, or ignored."""
+        billed in the next period, adjusted on the closed period, or ignored. (`tenant_id`
+        and `customer` repeat the subscription's, for the `usage.late_event` webhook.)"""
         self.state.decide_late(policy, position, events, adjustments)
 
     def check_active_at(self, instant_us: int) -> None:
@@ -601,9 +608,13 @@ class Invoice(Aggregate):
         credits_applied: str,
         wallet_applied: str,
         total: str,
+        tenant_id: str = "",
+        customer: str = "",
+        currency: str = "",
     ) -> None:
         """Each line rounded to the currency's minor unit; the total is their sum less
-        credits. From here on the invoice never changes."""
+        credits. From here on the invoice never changes. (`tenant_id`, `customer` and
+        `currency` repeat the invoice's, for the `invoice.finalized` webhook.)"""
         self.check_draft()
         for line in self.lines:
             line["amount_rounded"] = rounded[line["id"]]

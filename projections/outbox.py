@@ -32,13 +32,14 @@ import sqlalchemy as sa
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
+from domain.billing import Invoice, Subscription
 from domain.budgets import Budget
 from domain.wallets import Wallet
 from domain.webhooks import WebhookEndpoint, subscribes
 from projections.access import instant_text, number_text
 from projections.bulk import upsert
 from projections.tables import ID, metadata
-from projections.usage import to_us, untag
+from projections.usage import from_us, to_us, untag
 
 REGISTERED = get_topic(WebhookEndpoint.Registered)
 DISABLED = get_topic(WebhookEndpoint.Disabled)
@@ -237,7 +238,45 @@ def _wallet_replenished(source_id: str, state: dict[str, Any]) -> Payload | None
     )
 
 
+def _invoice_finalized(source_id: str, state: dict[str, Any]) -> Payload:
+    return Payload(
+        state.get("tenant_id", ""),
+        "invoice.finalized",
+        {
+            "invoice": "inv_" + source_id,
+            "customer": state.get("customer"),
+            "currency": state.get("currency"),
+            "subtotal": state["subtotal"],
+            "credits_applied": state["credits_applied"],
+            "wallet_applied": state["wallet_applied"],
+            "total": state["total"],
+        },
+    )
+
+
+def _late_usage(source_id: str, state: dict[str, Any]) -> Payload:
+    return Payload(
+        state.get("tenant_id", ""),
+        "usage.late_event",
+        {
+            "subscription": "sub_" + source_id,
+            "customer": state.get("customer"),
+            "policy": state["policy"],
+            "events": [
+                {
+                    "id": "evt_" + e["event_id"],
+                    "period_start": instant_text(from_us(e["period_start_us"])),
+                }
+                for e in state["events"]
+            ],
+            "adjustment_invoices": ["inv_" + a["id"] for a in state["adjustments"]],
+        },
+    )
+
+
 PAYLOADS: dict[str, PayloadBuilder] = {
+    get_topic(Invoice.Finalized): _invoice_finalized,
+    get_topic(Subscription.LateUsageDecided): _late_usage,
     get_topic(Budget.ThresholdCrossed): _threshold_crossed,
     get_topic(Budget.AccessBlocked): _access_blocked,
     get_topic(Budget.AccessRestored): _access_restored,

@@ -290,6 +290,8 @@ def bill_subscription(
         )
         invoices += adjustments
         subscription.decide_late(
+            tenant_id=state.tenant_id,
+            customer=state.customer,
             policy=policy,
             position=position,
             events=[{"event_id": e, "period_start_us": p} for e, p in late.items()],
@@ -632,6 +634,9 @@ def build_invoice(
         credits_applied=money(draft.credits_applied, currency),
         wallet_applied=money(wallet_applied, currency),
         total=money(draft.total - wallet_applied, currency),
+        tenant_id=state.tenant_id,
+        customer=state.customer,
+        currency=currency,
     )
     return invoice
 
