@@ -17,6 +17,7 @@ from eventsourcing.utils import get_topic
 
 from application.settings import Settings
 from domain.billing import Invoice
+from tests.faults.audit_check import assert_audit_passes
 from tests.integration.billing_helpers import DAY, HOUR, WEEK, bill, invoices, send_many, setup
 from tests.integration.helpers import item
 from workers.runtime import Runtime
@@ -101,3 +102,4 @@ def test_a_killed_run_resumes_without_a_duplicate_invoice_or_line(database_url: 
         assert sum(seen.values()) == expected and max(seen.values()) == 1
     finally:
         rt.close()
+    assert_audit_passes(database_url)

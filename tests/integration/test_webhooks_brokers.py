@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from application.settings import Settings
 from projections.outbox import webhook_deliveries
+from tests.faults.audit_check import assert_audit_passes
 from tests.integration.alerts_support import receiver, wait_until
 from tests.integration.helpers import ingest, item
 from workers.runtime import Runtime
@@ -149,3 +150,4 @@ def test_with_redis_away_ingestion_and_queries_work_and_messages_wait(
             assert wait_until(lambda: _blocked(rt, tenant), timeout=5)
         finally:
             rt.close()
+    assert_audit_passes(pg_url)
