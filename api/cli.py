@@ -68,7 +68,7 @@ def _runtime(settings: Settings):
 
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     from granian import Granian
-    from granian.constants import Interfaces, TaskImpl
+    from granian.constants import Interfaces
 
     runtime = _runtime(settings)
     try:
@@ -87,7 +87,6 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
         interface=Interfaces.ASGI,
         workers=args.workers,
         factory=True,
-        task_impl=TaskImpl.rust,  # granian's own task implementation: less per-request CPU
         log_access=False,
     ).serve()
     return 0
