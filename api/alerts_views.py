@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from api.schemas import decimal_text, instant_text
 from domain.budgets import MONEY
-from projections.usage import from_us
+from domain.instants import from_us
 from workers.runtime import Runtime
 
 MONEY_NOTICE = (

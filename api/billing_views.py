@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from api.schemas import CustomerMeterOut, CustomerUsageOut, instant_text
-from domain.billing import SubscriptionState, from_us, to_us
+from domain.billing import SubscriptionState
+from domain.instants import from_us, to_us
 from domain.invoicing import DraftLine, InvoiceDraft, money, plain
 from domain.trace import Fact, contributions
 from projections.billing_view import load_facts, tenant_row

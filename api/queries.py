@@ -27,8 +27,9 @@ from api.schemas import (
 from api.views import customer_zone, meter_out
 from domain.catalog import check_timezone
 from domain.errors import InvalidInput, NotFound
+from domain.instants import from_us
 from domain.periods import calendar_month
-from projections.usage import from_us, untag
+from projections.usage import untag
 from projections.usage_view import (
     customer_row,
     earliest_fact,

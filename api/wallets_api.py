@@ -17,8 +17,8 @@ from api.openapi import body
 from api.queries import check_limit, decode_cursor, encode_cursor, parse_instant
 from api.schemas import decimal_text, instant_text
 from domain.errors import NotFound
+from domain.instants import from_us
 from domain.wallets import Wallet
-from projections.usage import from_us
 from projections.wallets import wallet_transactions, wallets
 
 

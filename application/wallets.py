@@ -16,7 +16,8 @@ from eventsourcing.persistence import IntegrityError
 from application.store import Ledger
 from domain.catalog import check_currency
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.wallets import REFRESH, Wallet, allocate, positive_amount, to_us, wallet_id_for
+from domain.instants import to_us
+from domain.wallets import REFRESH, Wallet, allocate, positive_amount, wallet_id_for
 
 T = TypeVar("T")
 ATTEMPTS = 50

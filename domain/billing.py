@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid5
@@ -24,24 +24,14 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.catalog import check_currency
 from domain.errors import Conflict, InvalidInput
+from domain.instants import from_us, to_us
 from domain.periods import INTERVALS, period_containing
 from domain.pricing import Price, PriceError, parse_price
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 TIMINGS = ("in_advance", "in_arrears")
 LATE_POLICIES = ("next_period", "current_period", "ignore")
 INVOICE_KINDS = ("opening", "regular", "adjustment")
 _ZERO = Decimal(0)
-
-
-def to_us(instant: datetime) -> int:
-    """Microseconds since the epoch (exact)."""
-    return (instant - EPOCH) // _US
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + us * _US
 
 
 # ------------------------------------------------------------------------------- ids

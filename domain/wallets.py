@@ -13,7 +13,6 @@ here: it was already served; access is blocked instead).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid5
@@ -276,11 +275,3 @@ def ledger_identity(movements: list[tuple[str, Decimal]]) -> Decimal:
     (+ refreshed grant credit)."""
     sign = {"top_up": 1, "grant": 1, "refund": 1, "refresh": 1, "debit": -1, "expiry": -1}
     return sum((sign[kind] * amount for kind, amount in movements), ZERO)
-
-
-def to_us(instant: datetime) -> int:
-    """Microseconds since the epoch (exact)."""
-    return (instant.astimezone(UTC) - EPOCH) // timedelta(microseconds=1)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -24,9 +24,10 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.budgets import Budget
+from domain.instants import to_us
 from domain.wallets import Wallet
 from projections.tables import ID, Dec, metadata
-from projections.usage import to_us, untag
+from projections.usage import untag
 
 SET = get_topic(Budget.Set)
 CHANGED = get_topic(Budget.Changed)

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from domain.billing import ClosedPeriod, Invoice, Plan, Subscription, SubscriptionState, to_us
+from domain.billing import ClosedPeriod, Invoice, Plan, Subscription, SubscriptionState
+from domain.instants import to_us
 from domain.tenants import Tenant
 from domain.usage import UsageEvent
 from projections.bulk import upsert

@@ -34,12 +34,13 @@ from eventsourcing.utils import get_topic
 
 from domain.billing import Invoice, Subscription
 from domain.budgets import Budget
+from domain.instants import from_us, to_us
 from domain.wallets import Wallet
 from domain.webhooks import WebhookEndpoint, subscribes
 from projections.access import instant_text, number_text
 from projections.bulk import upsert
 from projections.tables import ID, metadata
-from projections.usage import from_us, to_us, untag
+from projections.usage import untag
 
 REGISTERED = get_topic(WebhookEndpoint.Registered)
 DISABLED = get_topic(WebhookEndpoint.Disabled)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic
 
 from domain.aggregation import Partial
 from domain.catalog import Customer, Meter, MeterSpec, parse_meter
+from domain.instants import to_us
 from domain.usage import UsageEvent
 from projections.bulk import bulk_insert, pg_copy_merge, upsert
 from projections.tables import (
@@ -34,7 +35,6 @@ from projections.tables import (
     usage_events,
 )
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RECORDED = get_topic(UsageEvent.Recorded)
 CANCELLED = get_topic(UsageEvent.Cancelled)
 METER_DEFINED = get_topic(Meter.Defined)
@@ -50,18 +50,6 @@ CATALOG_TOPICS = {
     CUSTOMER_UPDATED,
     CANCELLED,
 }
-
-
-def to_us(instant: datetime) -> int:
-    """Microseconds since the epoch: exact, and sortable in any database."""
-    return (instant - EPOCH) // _ONE_US
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + us * _ONE_US
-
-
-_ONE_US = __import__("datetime").timedelta(microseconds=1)
 
 
 def untag(value: Any) -> Any:

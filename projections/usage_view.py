@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from domain.aggregation import EXACT, ZERO, Partial
 from domain.catalog import MeterSpec, parse_meter
 from domain.errors import InvalidInput, NotFound
+from domain.instants import from_us, to_us
 from domain.periods import windows as make_windows
 from projections.tables import (
     BUCKET_US,
@@ -25,7 +26,7 @@ from projections.tables import (
     meters,
     usage_events,
 )
-from projections.usage import bucket_partial, from_us, to_us
+from projections.usage import bucket_partial
 
 Key = tuple[str, tuple[str | None, ...]]  # customer, group values
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
+from domain.instants import to_us
 from domain.wallets import Wallet
 from projections.tables import ID, Dec, metadata
 from projections.usage import untag
@@ -75,11 +75,6 @@ MOVEMENTS = {
     "Refunded": ("refund", 1),
     "GrantExpired": ("expiry", -1),
 }
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 class WalletProjection:
@@ -118,7 +113,7 @@ class WalletProjection:
                 block_on_depletion=state["block_on_depletion"],
                 depleted=False,
                 low_balance=False,
-                created_us=_us(state["timestamp"]),
+                created_us=to_us(state["timestamp"]),
                 position=note.id,
             )
         )
@@ -163,7 +158,7 @@ class WalletProjection:
                 amount=sign * amount,
                 balance_after=state["balance_after"],
                 cause=json.dumps(_cause(kind, state), sort_keys=True, default=str),
-                at_us=_us(state["timestamp"]),
+                at_us=to_us(state["timestamp"]),
                 position=note.id,
             )
         )

@@ -23,7 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from eventsourcing.utils import get_topic
 
-from domain.billing import ClosedPeriod, LateDecision, SubscriptionState, from_us, plan_spec, to_us
+from domain.billing import ClosedPeriod, LateDecision, SubscriptionState, plan_spec
+from domain.instants import from_us, to_us
 from domain.invoicing import money, plain
 from domain.trace import Fact
 from domain.wallets import Wallet, ledger_identity

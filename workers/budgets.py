@@ -36,13 +36,13 @@ from domain.aggregation import ZERO
 from domain.budgets import BUDGET_CHANGED, MONEY, UNITS, USAGE_CORRECTED
 from domain.charges import PeriodCharges, period_charges_id_for
 from domain.errors import NotFound
+from domain.instants import from_us, to_us
 from domain.periods import Period, calendar_month
 from domain.usage import UsageEvent
 from projections.access import CHANGED, SET, budgets
 from projections.billing_view import current_subscription
 from projections.runner import SQLTrackingView, save_position
 from projections.tables import customers, tracking, usage_events
-from projections.usage import from_us, to_us
 from projections.usage_view import meter_row, meter_total
 
 log = logging.getLogger(__name__)

@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from application.settings import Settings
 from application.webhooks import Webhooks
 from domain.errors import NotFound
+from domain.instants import from_us, to_us
 from domain.webhooks import FAILING_LIMIT, retry_delay, signed_headers
 from projections.outbox import (
     PENDING,
@@ -46,7 +47,6 @@ from projections.outbox import (
     webhook_endpoint_health,
     webhook_messages,
 )
-from projections.usage import from_us, to_us
 
 log = logging.getLogger(__name__)
 

@@ -108,7 +108,7 @@ def trace(
     """(event id, timestamp, contribution) of every event behind a line."""
     import json
 
-    from domain.billing import from_us
+    from domain.instants import from_us
 
     with rt.read_engine.connect() as conn:
         row = line_row(conn, invoice["id"][4:], line_json["id"][3:])
