@@ -87,9 +87,6 @@ class Catalog:
             self._keys[key_hash] = (now, tenant)
         return tenant
 
-    def tenant_name(self, tenant_id: UUID) -> str:
-        return self._get(tenant_id, "tenant").name
-
     # Customers
 
     def create_customer(self, tenant_id: UUID, data: dict[str, Any]) -> Customer:

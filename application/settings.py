@@ -20,7 +20,6 @@ class Settings:
     grace_period: timedelta = timedelta(hours=1)
     webhook_retry_base_seconds: float = 30.0
     redis_namespace: str = "xtopay"  # prefix of every Redis key (broker and access cache)
-    max_body_bytes: int = 1024 * 1024
     projection_batch_size: int = 5000
     billing_interval_seconds: float = 10.0
 

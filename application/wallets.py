@@ -126,57 +126,27 @@ class Wallets:
         now: datetime,
     ) -> bool:
         """Pay a charge from the wallet (once per charge id); False when already paid."""
-
-        def change(wallet: Wallet) -> bool:
-            if not wallet.check_new_charge(charge_id):
-                return False
-            self._expire(wallet, now)
-            split = allocate(wallet.grants, amount, to_us(now))
-            wallet.debit(
-                charge_id=charge_id,
-                amount=amount,
-                from_grants=split.from_grants,
-                from_balance=split.from_balance,
-                cause=cause,
-                balance_after=wallet.balance - amount,
-            )
-            wallet.record_crossings()
-            return True
-
-        return self._retrying(tenant_id, wallet_id, change)
+        return self._retrying(
+            tenant_id, wallet_id, lambda wallet: apply_debit(wallet, charge_id, amount, cause, now)
+        )
 
     def refund(self, tenant_id: UUID, wallet_id: UUID, amount: Decimal, reason: str) -> str:
         amount = positive_amount(amount, "amount")
-
-        def change(wallet: Wallet) -> str:
-            refund_id = "wrf_" + uuid.uuid4().hex
-            wallet.refund(
-                refund_id=refund_id,
-                amount=amount,
-                reason=reason,
-                balance_after=wallet.balance + amount,
-            )
-            wallet.record_crossings()
-            return refund_id
-
-        return self._retrying(tenant_id, wallet_id, change)
+        return self._retrying(
+            tenant_id,
+            wallet_id,
+            lambda wallet: apply_refund(wallet, "wrf_" + uuid.uuid4().hex, amount, reason),
+        )
 
     def expire_grants(self, tenant_id: UUID, wallet_id: UUID, now: datetime) -> int:
+        """Record the expiry of the wallet's lapsed grants; answer how many lapsed."""
+
         def change(wallet: Wallet) -> int:
-            count = self._expire(wallet, now)
+            count = expire_lapsed(wallet, now)
             wallet.record_crossings()
             return count
 
         return self._retrying(tenant_id, wallet_id, change)
-
-    @staticmethod
-    def _expire(wallet: Wallet, now: datetime) -> int:
-        lapsed = wallet.expirable(to_us(now))
-        for grant_id, remaining in lapsed:
-            wallet.expire(
-                grant_id=grant_id, amount=remaining, balance_after=wallet.balance - remaining
-            )
-        return len(lapsed)
 
     def _retrying(self, tenant_id: UUID, wallet_id: UUID, change: Callable[[Wallet], T]) -> T:
         """Load, change, save; on a version conflict (another writer won) do it again."""

@@ -300,11 +300,6 @@ class Meter(Aggregate):
         self.archived = True
 
 
-def spec_from_dict(data: dict[str, Any]) -> MeterSpec:
-    """Rebuild a MeterSpec from its recorded dict form (already validated)."""
-    return parse_meter(data)
-
-
 def meter_index_id_for(tenant_id: UUID) -> UUID:
     return uuid5(tenant_id, "meter-index")
 

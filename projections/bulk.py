@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,10 +56,6 @@ def upsert(
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
     for start in range(0, len(rows), 2000):
         conn.execute(statement, list(rows[start : start + 2000]))
-
-
-def as_decimal(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(value)
 
 
 def pg_copy_merge(

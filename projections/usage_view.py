@@ -107,11 +107,7 @@ def meter_total(
 ) -> Decimal:
     """The customer's single number for the meter over [start, end)."""
     rows = meter_usage(conn, meter, start, end, customer=customer)
-    return rows[0].value if rows else _empty_value(meter.spec.aggregation)
-
-
-def _empty_value(aggregation: str) -> Decimal:
-    return ZERO
+    return rows[0].value if rows else ZERO
 
 
 def _partials(

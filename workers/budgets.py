@@ -116,7 +116,6 @@ class _Who(msgspec.Struct):
 
 
 _decode_who = msgspec.json.Decoder(_Who)
-_decode_charge = msgspec.json.Decoder(_Who)
 CHARGED = get_topic(PeriodCharges.Charged)
 
 
@@ -271,7 +270,7 @@ def affected_by(
         elif topic in (SET, CHANGED):
             changed.add(_hex(note.originator_id))
         elif topic == CHARGED:
-            who = _decode_charge.decode(note.state)
+            who = _decode_who.decode(note.state)
             touched.add((who.tenant_id, who.customer))
     return changed, touched, cancelled
 

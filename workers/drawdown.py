@@ -26,6 +26,8 @@ from application.wallets import apply_debit, apply_refund
 from domain.charges import PeriodCharges, period_charges_id_for
 from domain.usage import UsageEvent
 from projections.runner import save_position
+from projections.tables import usage_events
+from projections.wallets import wallets
 from workers.billing import upcoming_draft
 
 if TYPE_CHECKING:
@@ -89,9 +91,14 @@ class Drawdown:
                 )
             else:
                 cancelled.add(oid)
-        for oid in cancelled:  # a cancellation lowers its customer's charge
-            event = self.runtime.ledger.repository.get(UUID(oid))
-            touched.setdefault((event.tenant_id, event.customer), [])
+        if cancelled:  # a cancellation lowers its customer's charge
+            with self.runtime.read_engine.connect() as conn:
+                for tenant, customer in conn.execute(
+                    sa.select(usage_events.c.tenant_id, usage_events.c.customer).where(
+                        usage_events.c.id.in_(cancelled)
+                    )
+                ):
+                    touched.setdefault((tenant, customer), [])
         end = notes[-1].id if len(notes) == self.batch_size else target
         when = now or datetime.now(UTC)
         for (tenant, customer), events in touched.items():
@@ -172,38 +179,15 @@ class Drawdown:
             )
 
 
-def period_charged(runtime: Runtime, tenant: UUID, customer: str, period_start_us: int) -> Decimal:
-    """What the drawdown charged for a period so far (0 when nothing)."""
-    try:
-        charges: PeriodCharges = runtime.ledger.repository.get(
-            period_charges_id_for(tenant, customer, period_start_us)
-        )
-    except AggregateNotFoundError:
-        return ZERO
-    return charges.total
-
-
 def expire_grants(runtime: Runtime, now: datetime) -> int:
     """Record the expiry of every lapsed grant (wallets with granted credit only)."""
-    from application.wallets import expire_lapsed
-    from projections.wallets import wallets
-
     with runtime.read_engine.connect() as conn:
         rows = conn.execute(
-            sa.select(wallets.c.wallet_id).where(wallets.c.granted_balance > 0)
+            sa.select(wallets.c.tenant_id, wallets.c.wallet_id, wallets.c.granted_balance)
         ).all()
-    expired = 0
-    for (wallet_id,) in rows:
-        for _ in range(20):
-            wallet = runtime.ledger.repository.get(UUID(wallet_id))
-            count = expire_lapsed(wallet, now)
-            if not count:
-                break
-            wallet.record_crossings()
-            try:
-                runtime.ledger.save(wallet)
-            except IntegrityError:
-                continue
-            expired += count
-            break
-    return expired
+    # Compared here, not in SQL: decimals are text on SQLite.
+    return sum(
+        runtime.wallets.expire_grants(UUID(tenant), UUID(wallet_id), now)
+        for tenant, wallet_id, granted in rows
+        if granted > 0
+    )
