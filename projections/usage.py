@@ -8,7 +8,7 @@ applied in order, a rebuild from the log gives the same rows as the live run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -147,18 +147,6 @@ class UsageProjection:
             }
         return self._meters
 
-    def _meters_for(
-        self, tenant: str, event_type: str | None, meter_key: str | None, live: dict[str, LiveMeter]
-    ) -> Iterable[LiveMeter]:
-        for m in live.values():
-            if m.tenant_id != tenant or m.archived:
-                continue
-            if meter_key is not None:
-                if m.spec.key == meter_key:
-                    yield m
-            elif m.spec.event_type == event_type:
-                yield m
-
     def process(self, conn: sa.Connection, notifications: Sequence[Notification]) -> None:
         try:
             self._process(conn, notifications)
@@ -213,29 +201,26 @@ class UsageProjection:
                 part.add_value(f.value, f.occurred_us)
             if f.uniq is not None:
                 values.add((*key, f.uniq))
-        rows = [_bucket_row(k, p) for k, p in partials.items()]
         value_rows = [
             {"meter_id": m, "customer": c, "group_key": g, "bucket_us": b, "value": v}
             for m, c, g, b, v in values
         ]
         if conn.dialect.name == "postgresql":
+            rows = [_bucket_row(k, p) for k, p in partials.items()]
             pg_copy_merge(conn, meter_buckets, rows, MERGE_BUCKETS)
             pg_copy_merge(conn, meter_bucket_values, value_rows, "ON CONFLICT DO NOTHING")
             return
         # SQLite keeps decimals as text, so the merge is done here, exactly.
-        existing = _read_buckets(conn, list(partials))
-        for key, part in partials.items():
-            old = existing.get(key)
-            if old is not None:
-                old.merge(part)
-                partials[key] = old
+        for key, old in _read_buckets(conn, list(partials)).items():
+            old.merge(partials[key])
+            partials[key] = old
         upsert(
             conn,
             meter_buckets,
             [_bucket_row(k, p) for k, p in partials.items()],
             ("meter_id", "customer", "group_key", "bucket_us"),
         )
-        upsert(conn, meter_bucket_values, value_rows, tuple(BUCKET_VALUE_KEYS), update=False)
+        upsert(conn, meter_bucket_values, value_rows, BUCKET_VALUE_KEYS, update=False)
 
     # Catalog events and corrections, applied in log order
 
